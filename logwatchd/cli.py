@@ -1,0 +1,113 @@
+"""The `logwatchd` command: argument parsing, then a call into the modules; exit codes live here.
+
+Exit codes: 0 success; 1 runtime failure; 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+
+from . import __version__, logs
+from .config import Config, load_config, to_toml
+from .errors import ConfigError, FileVanished, LedgerError, TransientIOError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", metavar="CONFIG",
+                   help="config file (default: $LOGWATCHD_CONFIG, else /etc/logwatchd/config.toml)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="logwatchd",
+        description="Turns files of JSON log records dropped into an inbox into a "
+                    "Hive-partitioned Parquet dataset, exactly once.")
+    parser.add_argument("--version", action="version", version=f"logwatchd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("process", help="process files once, print one JSON summary line per file",
+                       description="Processes the files once, with the same outputs, ledger and "
+                                   "dedupe as the daemon; files outside the inbox stay where they are.")
+    _add_config(p)
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=cmd_process)
+
+    p = sub.add_parser("check-config", help="validate the config, print the effective config as TOML",
+                       description="Validates the config and prints the effective config (defaults "
+                                   "filled in, paths resolved) as TOML. Exit 2 when it is invalid.")
+    _add_config(p)
+    p.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[Any], int] = args.func
+    try:
+        return func(args)
+    except ConfigError as exc:
+        print(f"logwatchd: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except LedgerError as exc:
+        print(f"logwatchd: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _config(args)
+    sys.stdout.write(to_toml(config))
+    return EXIT_OK
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from .parallel import PoolRunner
+    from .pipeline import FileOutcome, Pipeline, display_name
+    from .runtime import open_runtime
+
+    config = _config(args)
+    logs.configure(config.logging.level, config.logging.format, stream=sys.stderr)
+    log = logs.get_logger()
+    rt = open_runtime(config)
+    workers = config.ingest.workers or os.cpu_count() or 1
+    pipeline = Pipeline(config, rt.ledger, pool=PoolRunner(workers) if workers > 1 else None)
+    status = EXIT_OK
+    try:
+        for name in args.files:
+            path = Path(name)
+            try:
+                outcome = pipeline.process(path)
+            except (FileVanished, FileNotFoundError):
+                outcome = FileOutcome(display_name(path.name), "failed", reason="not_found",
+                                      detail=f"no such file: {name}")
+            except (TransientIOError, OSError) as exc:
+                outcome = FileOutcome(display_name(path.name), "failed", reason="io_error",
+                                      detail=str(exc))
+            except Exception as exc:  # a bug: say so, keep going with the other files
+                log.error(logs.INTERNAL_ERROR, file=name, error=repr(exc),
+                          traceback=traceback.format_exc())
+                outcome = FileOutcome(display_name(path.name), "failed", reason="internal_error",
+                                      detail=repr(exc))
+            if outcome.status == "failed":
+                status = EXIT_FAILURE
+            sys.stdout.buffer.write(orjson.dumps(outcome.summary()) + b"\n")
+            sys.stdout.flush()
+    finally:
+        pipeline.close()
+        rt.close()
+    return status

@@ -1,0 +1,289 @@
+"""The configuration: frozen dataclasses mirroring the TOML tables; the only code that sees raw TOML.
+
+Every key has a default. Unknown keys and bad values raise `ConfigError` naming the key
+(`section.key`), which the CLI turns into exit code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+import os
+import tomllib
+import zoneinfo
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/logwatchd/config.toml")
+DEFAULT_PATTERNS = ("*.json", "*.jsonl", "*.ndjson", "*.json.gz", "*.jsonl.gz", "*.ndjson.gz")
+
+
+def _positive(v: float) -> str | None:
+    return None if v > 0 else "must be greater than 0"
+
+
+def _non_negative(v: float) -> str | None:
+    return None if v >= 0 else "must be 0 or greater"
+
+
+def _ratio(v: float) -> str | None:
+    return None if 0 <= v <= 1 else "must be between 0 and 1"
+
+
+def _timezone(v: str) -> str | None:
+    try:
+        zoneinfo.ZoneInfo(v)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return f"unknown IANA time zone {v!r}"
+    return None
+
+
+def _level(v: str) -> str | None:
+    levels = ("debug", "info", "warning", "error", "critical")
+    return None if v in levels else f"must be one of {', '.join(levels)}"
+
+
+def _format(v: str) -> str | None:
+    return None if v in ("json", "console") else 'must be "json" or "console"'
+
+
+def _listen(v: str) -> str | None:
+    host, sep, port = v.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return 'must be "HOST:PORT", e.g. "127.0.0.1:8000"'
+    return None
+
+
+def _patterns(v: tuple[str, ...]) -> str | None:
+    return None if v and all(v) else "must be a non-empty list of non-empty glob patterns"
+
+
+def _key(check: Callable[[Any], str | None] | None = None, doc: str = "") -> dict[str, Any]:
+    return {"check": check, "doc": doc}
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    root: Path = field(default=Path("var"), metadata=_key(doc="every path below is relative to root unless absolute"))
+    inbox: Path = field(default=Path("inbox"), metadata=_key(doc="producers drop files here"))
+    clean: Path = field(default=Path("clean"), metadata=_key(doc="the Parquet dataset"))
+    errors: Path = field(default=Path("errors"), metadata=_key(doc="JSON Lines error files"))
+    quarantine: Path = field(default=Path("quarantine"), metadata=_key(doc="files that are not log data"))
+    dead_letter: Path = field(default=Path("dead-letter"), metadata=_key(doc="files that failed max_attempts times"))
+    archive: Path | None = field(default=Path("archive"), metadata=_key(doc='processed inputs are moved here; "" deletes them instead'))
+    state: Path = field(default=Path("state"), metadata=_key(doc="the ledger"))
+
+    @property
+    def ledger(self) -> Path:
+        return self.state / "ledger.sqlite3"
+
+    @property
+    def lock(self) -> Path:
+        return self.state / "logwatchd.lock"
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    patterns: tuple[str, ...] = field(default=DEFAULT_PATTERNS, metadata=_key(_patterns, "file names taken from the inbox"))
+    settle_seconds: float = field(default=1.0, metadata=_key(_non_negative, "a file seen without a close/rename event must be unchanged this long"))
+    rescan_seconds: float = field(default=30.0, metadata=_key(_positive, "safety-net scan of the inbox (missed events, overflow)"))
+    max_attempts: int = field(default=5, metadata=_key(_positive, "unexpected failures before a file goes to dead-letter"))
+    dedupe: bool = field(default=True, metadata=_key(doc="a file whose content was already processed is not processed again"))
+    max_line_bytes: int = field(default=1048576, metadata=_key(_positive, "a longer line (or array element) is an error line: line_too_long"))
+    workers: int = field(default=0, metadata=_key(_non_negative, "processes that parse a large file in parallel; 0 = one per CPU core"))
+    chunk_bytes: int = field(default=8388608, metadata=_key(_positive, "a large file is processed in chunks of about this many bytes (memory is bounded by it)"))
+
+    def matches(self, name: str) -> bool:
+        """True when `name` matches a pattern and is not a temporary name."""
+        if name.startswith(".") or name.endswith((".tmp", ".part", ".partial")):
+            return False
+        return any(fnmatch.fnmatchcase(name, p) for p in self.patterns)
+
+
+@dataclass(frozen=True)
+class TransformConfig:
+    timezone: str = field(default="UTC", metadata=_key(_timezone, 'IANA zone: the formatted timestamp, day_of_week, partition date, "today"'))
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+
+@dataclass(frozen=True)
+class CompactionConfig:
+    interval_seconds: float = field(default=900.0, metadata=_key(_positive, "how often the daemon runs a compaction pass"))
+    target_file_bytes: int = field(default=134217728, metadata=_key(_positive, "merged files grow up to about this size"))
+    min_files: int = field(default=4, metadata=_key(_positive, "a partition with fewer small files is left alone"))
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    enabled: bool = field(default=True, metadata=_key(doc="serve the HTTP endpoint inside the daemon"))
+    listen: str = field(default="127.0.0.1:8000", metadata=_key(_listen, "HOST:PORT; keep it on loopback"))
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    interval_seconds: float = field(default=60.0, metadata=_key(_positive, "how often the `metrics` summary event is logged"))
+    alert_error_ratio: float = field(default=0.2, metadata=_key(_ratio, "errors / processed over the window above which `alert` is logged"))
+    alert_window_seconds: float = field(default=300.0, metadata=_key(_positive, "the window of the error ratio"))
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = field(default="info", metadata=_key(_level, "debug, info, warning, error"))
+    format: str = field(default="json", metadata=_key(_format, '"json" (one object per line) or "console"'))
+
+
+@dataclass(frozen=True)
+class Config:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    transform: TransformConfig = field(default_factory=TransformConfig)
+    compaction: CompactionConfig = field(default_factory=CompactionConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    source: Path | None = None  # the file it was read from, for messages
+
+
+SECTIONS: dict[str, type] = {
+    f.name: f.default_factory  # type: ignore[misc]
+    for f in dataclasses.fields(Config)
+    if f.name != "source"
+}
+
+
+def find_config_path(explicit: str | os.PathLike[str] | None) -> Path:
+    """`-c`, else $LOGWATCHD_CONFIG, else /etc/logwatchd/config.toml."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("LOGWATCHD_CONFIG")
+    return Path(env) if env else DEFAULT_CONFIG_PATH
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Reads, validates and resolves a config file; raises ConfigError naming the key."""
+    path = find_config_path(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    return parse_config(raw, base_dir=path.resolve().parent, source=path)
+
+
+def parse_config(raw: dict[str, Any], base_dir: Path, source: Path | None = None) -> Config:
+    """Builds a Config from a TOML document (already parsed); relative paths resolve against base_dir."""
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown section (known: {', '.join(SECTIONS)})")
+    sections = {}
+    for name, cls in SECTIONS.items():
+        table = raw.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{name}: must be a table")
+        sections[name] = _build_section(name, cls, table)
+    config = Config(**sections, source=source)
+    return dataclasses.replace(config, paths=_resolve_paths(config.paths, base_dir))
+
+
+def _build_section(section: str, cls: type, table: dict[str, Any]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(f"{section}.{unknown[0]}: unknown key (known: {', '.join(fields)})")
+    values = {}
+    for key, value in table.items():
+        f = fields[key]
+        values[key] = _coerce(f"{section}.{key}", f, value)
+    return cls(**values)
+
+
+def _coerce(name: str, f: dataclasses.Field[Any], value: Any) -> Any:
+    default = f.default if f.default is not dataclasses.MISSING else None
+    kind = type(default)
+    if isinstance(default, Path) or f.name == "archive":
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: must be a string (a path), got {_tname(value)}")
+        if f.name == "archive" and value == "":
+            return None
+        if not value or "\x00" in value:
+            raise ConfigError(f"{name}: must be a non-empty path")
+        return Path(value)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: must be true or false, got {_tname(value)}")
+    elif kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name}: must be an integer, got {_tname(value)}")
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name}: must be a number, got {_tname(value)}")
+        value = float(value)
+    elif kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: must be a string, got {_tname(value)}")
+    elif kind is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name}: must be a list of strings")
+        value = tuple(value)
+    check = f.metadata.get("check")
+    problem = check(value) if check else None
+    if problem:
+        raise ConfigError(f"{name}: {problem} (got {value!r})")
+    return value
+
+
+def _tname(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _resolve_paths(paths: PathsConfig, base_dir: Path) -> PathsConfig:
+    root = paths.root if paths.root.is_absolute() else base_dir / paths.root
+    resolved: dict[str, Path | None] = {"root": root}
+    for f in dataclasses.fields(PathsConfig):
+        if f.name == "root":
+            continue
+        p = getattr(paths, f.name)
+        resolved[f.name] = None if p is None else (p if p.is_absolute() else root / p)
+    return PathsConfig(**resolved)  # type: ignore[arg-type]
+
+
+def to_toml(config: Config) -> str:
+    """The effective config as TOML (paths resolved), as `check-config` prints it."""
+    out: list[str] = []
+    for name in SECTIONS:
+        section = getattr(config, name)
+        out.append(f"[{name}]")
+        for f in dataclasses.fields(section):
+            out.append(f"{f.name} = {_toml_value(getattr(section, f.name))}")
+        out.append("")
+    return "\n".join(out)
+
+
+def _toml_value(value: Any) -> str:
+    if value is None:
+        return '""'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value), ensure_ascii=False)  # also a valid TOML basic string

@@ -1,0 +1,80 @@
+"""Durable file-system steps: fsync a file or directory, create directories, publish by rename.
+
+Publish = temp file in the same directory → fsync(file) → rename → fsync(directory).
+A rename between two directories fsyncs both.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def ensure_dir(path: Path) -> None:
+    """Creates a directory and its missing parents; each new entry's parent is fsynced."""
+    missing = []
+    p = path
+    while not p.is_dir():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            continue
+        fsync_dir(d.parent)
+
+
+def staged_name(final: Path) -> Path:
+    """The hidden staging path of a final output, in the same directory (same filesystem)."""
+    return final.with_name(f".{final.name}.tmp")
+
+
+def is_staging_name(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def write_staged(final: Path, data: bytes) -> Path:
+    """Writes `data` under the staging name of `final` and fsyncs it; returns the staged path."""
+    ensure_dir(final.parent)
+    staged = staged_name(final)
+    with open(staged, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return staged
+
+
+def move(src: Path, dst: Path | None, synced: set[Path]) -> None:
+    """Renames src over dst (or deletes src when dst is None); adds the directories to fsync."""
+    if dst is None:
+        os.unlink(src)
+    else:
+        ensure_dir(dst.parent)
+        os.replace(src, dst)
+        synced.add(dst.parent)
+    synced.add(src.parent)
+
+
+def sync_dirs(dirs: set[Path]) -> None:
+    for d in dirs:
+        try:
+            fsync_dir(d)
+        except FileNotFoundError:
+            continue

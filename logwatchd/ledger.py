@@ -1,0 +1,315 @@
+"""The ledger (SQLite): which inputs were processed, which data files are live, per-day counts.
+
+Every outcome is committed in one `BEGIN IMMEDIATE` transaction together with a journal of
+the file moves it implies (staged → final, inbox → archive, sources → deleted). The moves
+run after the commit; `recover()` replays whatever journal a crash left behind, so a
+committed outcome is always completed and an uncommitted one leaves no visible trace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from .durable import fsync_dir, move, sync_dirs
+from .errors import LedgerError
+
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE inputs (
+    sha256 TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    outcome TEXT NOT NULL,            -- ok | quarantined
+    bytes INTEGER NOT NULL,
+    processed INTEGER NOT NULL,
+    valid INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    reason TEXT,
+    committed_at TEXT NOT NULL
+);
+CREATE TABLE outputs (               -- the catalog of live data and error files
+    path TEXT PRIMARY KEY,
+    input_sha256 TEXT,                -- NULL for a compacted file (see output_sources)
+    kind TEXT NOT NULL,               -- clean | errors
+    date TEXT NOT NULL,
+    rows INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX outputs_by_date ON outputs (kind, date);
+CREATE TABLE daily_counts (
+    date TEXT NOT NULL, action TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (date, action)
+) WITHOUT ROWID;
+CREATE TABLE counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE journal (               -- file moves committed but maybe not yet done
+    id INTEGER PRIMARY KEY,
+    txn TEXT NOT NULL,
+    src TEXT NOT NULL,
+    dst TEXT,                         -- NULL: delete src
+    src_sha256 TEXT                   -- when set, src is moved only if its content matches
+);
+"""
+
+COUNTERS = ("files_ok", "files_quarantined", "files_duplicate", "files_dead_lettered",
+            "records_processed", "records_valid", "records_errors")
+
+
+@dataclass
+class Output:
+    path: Path
+    staged: Path
+    kind: str
+    date: str
+    rows: int
+    bytes: int
+
+
+@dataclass
+class Move:
+    src: Path
+    dst: Path | None          # None: delete
+    src_sha256: str | None = None
+
+
+@dataclass
+class Commit:
+    """Everything one input's outcome changes, applied atomically."""
+
+    sha256: str
+    name: str
+    outcome: str                                   # ok | quarantined | duplicate
+    bytes: int = 0
+    processed: int = 0
+    valid: int = 0
+    errors: int = 0
+    reason: str | None = None
+    outputs: list[Output] = field(default_factory=list)
+    moves: list[Move] = field(default_factory=list)
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+def utc_iso(now: datetime | None = None) -> str:
+    return (now or datetime.now(timezone.utc)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Ledger:
+    """The SQLite ledger. Writes are serialised; each thread reads on its own connection."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = conn
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+
+    # --- opening ----------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: Path, data_dirs: tuple[Path, ...] = ()) -> "Ledger":
+        """Opens the ledger, creating it only where no output exists yet.
+
+        Refuses (LedgerError) a ledger that is empty, corrupt, or not ours, and a missing
+        ledger beside existing outputs: recreating it silently would process everything again.
+        """
+        exists = path.exists()
+        if exists and path.stat().st_size == 0:
+            raise LedgerError(f"the ledger {path} is empty (0 bytes); refusing to start. "
+                              "Restore it from a backup or run `logwatchd rebuild-ledger`.")
+        if not exists:
+            for d in data_dirs:
+                if d.is_dir() and any(_has_files(d)):
+                    raise LedgerError(
+                        f"the ledger {path} is missing but {d} holds outputs; refusing to "
+                        "start a new one. Run `logwatchd rebuild-ledger` to rebuild it.")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        conn = _connect(path)
+        try:
+            if not exists:
+                counters = "".join(f"INSERT INTO counters VALUES ('{c}', 0);" for c in COUNTERS)
+                conn.executescript(
+                    "BEGIN IMMEDIATE;" + _SCHEMA + counters
+                    + f"INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');"
+                    + f"INSERT INTO meta VALUES ('created_at', '{utc_iso()}');COMMIT;")
+                fsync_dir(path.parent)
+            _verify(conn, path)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise LedgerError(f"the ledger {path} is corrupt ({exc}); refusing to start. "
+                              "Restore it from a backup or run `logwatchd rebuild-ledger`.") from None
+        except LedgerError:
+            conn.close()
+            raise
+        return cls(path, conn)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = _connect(self.path)
+        return conn
+
+    # --- writing ----------------------------------------------------------------------
+    def commit(self, c: Commit, now: datetime | None = None) -> str:
+        """Records an outcome and its journal in one transaction; returns the journal id."""
+        at = utc_iso(now)
+        txn = f"input:{c.sha256}:{at}"
+        with self._write_lock, _immediate(self._conn) as conn:
+            if c.outcome == "duplicate":
+                conn.execute("UPDATE counters SET n = n + 1 WHERE name = 'files_duplicate'")
+            else:
+                conn.execute(
+                    "INSERT INTO inputs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (c.sha256, c.name, c.outcome, c.bytes, c.processed, c.valid, c.errors,
+                     c.reason, at))
+                conn.executemany(
+                    "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(str(o.path), c.sha256, o.kind, o.date, o.rows, o.bytes, at) for o in c.outputs])
+                conn.executemany(
+                    "INSERT INTO daily_counts VALUES (?, ?, ?) "
+                    "ON CONFLICT (date, action) DO UPDATE SET n = n + excluded.n",
+                    [(d, a, n) for (d, a), n in c.counts.items()])
+                self._bump(conn, {
+                    "files_ok" if c.outcome == "ok" else "files_quarantined": 1,
+                    "records_processed": c.processed, "records_valid": c.valid,
+                    "records_errors": c.errors})
+            moves = [Move(o.staged, o.path) for o in c.outputs] + c.moves
+            conn.executemany(
+                "INSERT INTO journal (txn, src, dst, src_sha256) VALUES (?, ?, ?, ?)",
+                [(txn, str(m.src), None if m.dst is None else str(m.dst), m.src_sha256) for m in moves])
+        return txn
+
+    def count_dead_letter(self) -> None:
+        with self._write_lock, _immediate(self._conn) as conn:
+            self._bump(conn, {"files_dead_lettered": 1})
+
+    def forget(self, sha256: str) -> bool:
+        """Drops a quarantined input's record so its content can be processed again (replay)."""
+        with self._write_lock, _immediate(self._conn) as conn:
+            cur = conn.execute("DELETE FROM inputs WHERE sha256 = ? AND outcome = 'quarantined'", (sha256,))
+            return cur.rowcount > 0
+
+    @staticmethod
+    def _bump(conn: sqlite3.Connection, deltas: dict[str, int]) -> None:
+        conn.executemany("UPDATE counters SET n = n + ? WHERE name = ?",
+                         [(n, name) for name, n in deltas.items() if n])
+
+    # --- the journal ------------------------------------------------------------------
+    def complete(self, txn: str) -> None:
+        """Carries out a committed transaction's moves, then forgets them."""
+        rows = self._conn.execute(
+            "SELECT src, dst, src_sha256 FROM journal WHERE txn = ? ORDER BY id", (txn,)).fetchall()
+        synced: set[Path] = set()
+        for src, dst, sha in rows:
+            _apply_move(Path(src), None if dst is None else Path(dst), sha, synced)
+        sync_dirs(synced)
+        with self._write_lock, _immediate(self._conn) as conn:
+            conn.execute("DELETE FROM journal WHERE txn = ?", (txn,))
+
+    def recover(self) -> int:
+        """Completes every transaction a crash interrupted; returns how many there were."""
+        txns = [r[0] for r in self._conn.execute("SELECT DISTINCT txn FROM journal ORDER BY id")]
+        for txn in txns:
+            self.complete(txn)
+        return len(txns)
+
+    def pending_paths(self) -> set[str]:
+        """Sources of moves not yet done (staged files recovery must not delete)."""
+        return {r[0] for r in self._conn.execute("SELECT src FROM journal")}
+
+    # --- reading ----------------------------------------------------------------------
+    def lookup(self, sha256: str) -> sqlite3.Row | None:
+        conn = self._reader()
+        return conn.execute("SELECT * FROM inputs WHERE sha256 = ?", (sha256,)).fetchone()
+
+    def counts(self, day: str) -> dict[str, int]:
+        rows = self._reader().execute(
+            "SELECT action, n FROM daily_counts WHERE date = ? ORDER BY action", (day,))
+        return {a: n for a, n in rows}
+
+    def count(self, day: str, action: str) -> int:
+        row = self._reader().execute(
+            "SELECT n FROM daily_counts WHERE date = ? AND action = ?", (day, action)).fetchone()
+        return row[0] if row else 0
+
+    def counters(self) -> dict[str, int]:
+        return {name: n for name, n in self._reader().execute("SELECT name, n FROM counters")}
+
+    def live_outputs(self, kind: str | None = None) -> list[sqlite3.Row]:
+        sql = "SELECT * FROM outputs" + (" WHERE kind = ?" if kind else "") + " ORDER BY path"
+        return self._reader().execute(sql, (kind,) if kind else ()).fetchall()
+
+    def ping(self) -> bool:
+        return self._reader().execute("SELECT 1").fetchone() == (1,)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA busy_timeout = 30000")
+    return conn
+
+
+def _verify(conn: sqlite3.Connection, path: Path) -> None:
+    check = conn.execute("PRAGMA quick_check").fetchone()[0]
+    if check != "ok":
+        raise LedgerError(f"the ledger {path} failed its integrity check ({check}); refusing to start.")
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "meta" not in tables:
+        raise LedgerError(f"the ledger {path} holds no logwatchd schema (emptied or not ours); "
+                          "refusing to start. Run `logwatchd rebuild-ledger` to rebuild it.")
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is None or row[0] != SCHEMA_VERSION:
+        raise LedgerError(f"the ledger {path} has schema version {row and row[0]!r}, "
+                          f"expected {SCHEMA_VERSION!r}; refusing to start.")
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _has_files(root: Path) -> Iterator[bool]:
+    for _dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            if not f.startswith("."):
+                yield True
+                return
+
+
+def _apply_move(src: Path, dst: Path | None, sha: str | None, synced: set[Path]) -> None:
+    """One journal move, idempotent: done already, or source gone, is fine."""
+    if not os.path.lexists(src):
+        return  # already moved (or deleted) before the crash
+    if sha is not None and _sha256_of(src) != sha:
+        return  # the name now holds another file: leave it for its own processing
+    move(src, dst, synced)
+
+
+def _sha256_of(path: Path) -> str | None:
+    h = hashlib.sha256()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,60 @@
+"""structlog set-up (once, at start-up) and the names of every event logwatchd emits (SPEC §7)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import IO, Any
+
+import orjson
+import structlog
+
+# The event names, in one place.
+DAEMON_STARTED = "daemon_started"
+DAEMON_STOPPING = "daemon_stopping"
+FILE_PROCESSED = "file_processed"
+FILE_QUARANTINED = "file_quarantined"
+FILE_DUPLICATE = "file_duplicate"
+FILE_RETRY = "file_retry"
+FILE_DEAD_LETTERED = "file_dead_lettered"
+FILE_REFUSED = "file_refused"
+FILE_VANISHED = "file_vanished"
+INTAKE_PAUSED = "intake_paused"
+INTAKE_RESUMED = "intake_resumed"
+COMPACTION_DONE = "compaction_done"
+METRICS = "metrics"
+ALERT = "alert"
+ALERT_CLEARED = "alert_cleared"
+RECOVERY_DONE = "recovery_done"
+INTERNAL_ERROR = "internal_error"
+
+
+def _json_bytes(obj: Any, default: Any = None) -> bytes:
+    return orjson.dumps(obj, default=default or str)
+
+
+def configure(level: str = "info", fmt: str = "json", stream: IO[str] | None = None) -> None:
+    """Configures structlog for the process: JSON lines (or console) at `level` to `stream`."""
+    stream = stream or sys.stdout
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+    ]
+    if fmt == "console":
+        processors.append(structlog.dev.ConsoleRenderer(colors=False))
+        factory: Any = structlog.PrintLoggerFactory(stream)
+    else:
+        processors.append(structlog.processors.JSONRenderer(serializer=_json_bytes))
+        factory = structlog.BytesLoggerFactory(stream.buffer if hasattr(stream, "buffer") else stream)
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=factory,
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger() -> Any:
+    return structlog.get_logger("logwatchd")

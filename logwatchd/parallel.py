@@ -1,0 +1,229 @@
+"""Chunks of one input → Parquet parts + error lines, in this process or across worker processes.
+
+A large file is cut into independent chunks; each worker owns one Parquet part per event
+date for the input in hand, so the parts of one input are `<sha>-<worker>.parquet`. Results
+come back in any order and are re-sequenced, so error lines keep the file's line order.
+At most `2 × workers` chunks are in flight: memory is bounded by the chunk size.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .errors import MalformedFile
+from .reader import Chunk, Elements, Lines, LongLine
+from .records import ChunkResult, RecordBatcher, RecordError, split_by_date
+from .writers import PartitionedParquet, parquet_schema
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a sink needs to know about the input in hand."""
+
+    sha256: str
+    source_file: str
+    clean_dir: Path
+    timezone: str
+    ingested_at: str
+    max_line_bytes: int
+
+
+class ChunkSink:
+    """Processes chunks of one input and writes its valid rows to staged Parquet parts."""
+
+    def __init__(self, spec: JobSpec, part: int) -> None:
+        self.batcher = RecordBatcher(spec.source_file, spec.timezone, spec.ingested_at,
+                                     spec.max_line_bytes)
+        self.parquet = PartitionedParquet(spec.clean_dir, f"{spec.sha256}-{part}",
+                                          parquet_schema(spec.sha256, spec.source_file))
+
+    def handle(self, chunk: Chunk) -> ChunkResult:
+        if isinstance(chunk, LongLine):
+            res = ChunkResult(processed=1, errors=1)
+            res.error_lines.append(self.batcher.long_line(chunk.number, chunk.prefix, chunk.length))
+            return res
+        try:
+            if isinstance(chunk, Lines):
+                table, res = self.batcher.process_lines(chunk.data, chunk.first, chunk.strip_bom)
+            else:
+                table, res = self.batcher.process_elements(chunk.items, chunk.first)
+        except RecordError as exc:  # only raised for array elements
+            raise MalformedFile("invalid_array", f"an array element is not JSON: {exc}") from None
+        if table is not None:
+            for day, part in split_by_date(table):
+                self.parquet.write(day, part)
+        return res
+
+    def close(self) -> list[tuple[str, Path, int, int]]:
+        return self.parquet.close()
+
+    def abort(self) -> None:
+        self.parquet.abort()
+
+
+class LocalRunner:
+    """Runs every chunk in this process: no start-up cost, for small files."""
+
+    def run(self, spec: JobSpec, chunks: Iterable[Chunk]) -> Iterator[ChunkResult | list]:
+        sink = ChunkSink(spec, 0)
+        try:
+            for chunk in chunks:
+                yield sink.handle(chunk)
+            yield sink.close()
+        except BaseException:
+            sink.abort()
+            raise
+
+
+def _worker_main(wid: int, inq: Any, outq: Any, parent: int) -> None:
+    """A worker process: begin / chunk / end / abort messages, one input at a time."""
+    sink: ChunkSink | None = None
+    while True:
+        try:
+            msg = inq.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent:  # the parent died (kill -9): do not linger
+                return
+            continue
+        kind = msg[0]
+        try:
+            if kind == "begin":
+                sink = ChunkSink(msg[1], wid)
+            elif kind == "chunk":
+                assert sink is not None
+                outq.put((wid, msg[1], "ok", sink.handle(msg[2])))
+            elif kind == "end":
+                assert sink is not None
+                outq.put((wid, -1, "ok", sink.close()))
+                sink = None
+            elif kind == "abort":
+                if sink is not None:
+                    sink.abort()
+                sink = None
+            elif kind == "stop":
+                return
+        except MalformedFile as exc:
+            outq.put((wid, msg[1] if kind == "chunk" else -1, "malformed", (exc.reason, exc.detail)))
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
+            outq.put((wid, msg[1] if kind == "chunk" else -1, "error",
+                      f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+
+
+class WorkerError(Exception):
+    """A worker raised an unexpected exception (a bug): carries its traceback text."""
+
+
+class PoolRunner:
+    """Worker processes for large files; started on first use, kept for the next file."""
+
+    def __init__(self, workers: int) -> None:
+        self.n = workers
+        self._procs: list[Any] = []
+        self._inqs: list[Any] = []
+        self._outq: Any = None
+
+    def _start(self) -> None:
+        # forkserver: workers never inherit the daemon's threads or open sockets.
+        ctx = mp.get_context("forkserver")
+        self._outq = ctx.Queue()
+        for wid in range(self.n):
+            inq = ctx.Queue()
+            p = ctx.Process(target=_worker_main, args=(wid, inq, self._outq, os.getpid()),
+                            name=f"logwatchd-worker-{wid}", daemon=True)
+            p.start()
+            self._procs.append(p)
+            self._inqs.append(inq)
+
+    def _alive(self) -> bool:
+        return bool(self._procs) and all(p.is_alive() for p in self._procs)
+
+    def run(self, spec: JobSpec, chunks: Iterable[Chunk]) -> Iterator[ChunkResult | list]:
+        if not self._alive():
+            self.close()
+            self._start()
+        for q in self._inqs:
+            q.put(("begin", spec))
+        load = [0] * self.n
+        done: dict[int, ChunkResult] = {}
+        next_seq = 0
+        sent = 0
+        ok = False
+        try:
+            for seq, chunk in enumerate(chunks):
+                while sum(load) >= 2 * self.n:
+                    self._receive(load, done)
+                    while next_seq in done:
+                        yield done.pop(next_seq)
+                        next_seq += 1
+                wid = load.index(min(load))
+                self._inqs[wid].put(("chunk", seq, chunk))
+                load[wid] += 1
+                sent = seq + 1
+            while next_seq < sent:
+                if next_seq not in done:
+                    self._receive(load, done)
+                    continue
+                yield done.pop(next_seq)
+                next_seq += 1
+            parts: list = []
+            for q in self._inqs:
+                q.put(("end",))
+            for _ in range(self.n):
+                parts.extend(self._get())
+            ok = True
+            yield parts
+        finally:
+            if not ok:
+                self._abort(load)
+
+    def _receive(self, load: list[int], done: dict[int, ChunkResult]) -> None:
+        wid, seq, res = self._get_tagged()
+        load[wid] -= 1
+        done[seq] = res
+
+    def _get_tagged(self) -> tuple[int, int, Any]:
+        while True:
+            try:
+                wid, seq, status, payload = self._outq.get(timeout=1.0)
+            except queue.Empty:
+                if not self._alive():
+                    raise WorkerError("a worker process died") from None
+                continue
+            if status == "malformed":
+                raise MalformedFile(*payload)
+            if status == "error":
+                raise WorkerError(payload)
+            return wid, seq, payload
+
+    def _get(self) -> Any:
+        return self._get_tagged()[2]
+
+    def _abort(self, load: list[int]) -> None:
+        """Drops the input in hand: workers delete their staged parts; stale results drained."""
+        if not self._alive():
+            self.close()
+            return
+        for q in self._inqs:
+            q.put(("abort",))
+        # Results of chunks still in flight would be mistaken for the next input's: the
+        # simplest sound answer is a fresh pool for the next large file.
+        self.close()
+
+    def close(self) -> None:
+        for q in self._inqs:
+            try:
+                q.put(("stop",))
+            except (OSError, ValueError):
+                pass
+        for p in self._procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=1)
+        self._procs, self._inqs, self._outq = [], [], None

@@ -1,0 +1,289 @@
+"""Bytes → numbered lines or array elements, streaming: gzip, BOM, CRLF, arrays, size limits.
+
+Memory is bounded by the chunk size, never by the file: JSON Lines are cut at the last
+newline of each block; arrays are scanned token by token for their top-level elements.
+The raw bytes are hashed as they are read, so the SHA-256 costs no second pass.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import re
+import stat
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator, Union
+
+from .errors import FileVanished, MalformedFile, RefusedFile
+
+GZIP_MAGIC = b"\x1f\x8b"
+BOM = b"\xef\xbb\xbf"
+READ_BYTES = 1 << 20
+LONG_PREFIX = 4096  # bytes of an over-long line kept in memory
+
+
+@dataclass
+class Lines:
+    """Complete JSON Lines text; its first line has number `first`."""
+
+    first: int
+    data: bytes
+    strip_bom: bool = False
+
+
+@dataclass
+class Elements:
+    """Raw JSON text of consecutive array elements, the first numbered `first`."""
+
+    first: int
+    items: list[bytes]
+
+
+@dataclass
+class LongLine:
+    """A line (or element) longer than max_line_bytes: only its start is kept."""
+
+    number: int
+    prefix: bytes
+    length: int
+
+
+Chunk = Union[Lines, Elements, LongLine]
+
+
+def open_input(path: Path) -> tuple[BinaryIO, os.stat_result]:
+    """Opens a regular, singly-linked file without following links or blocking on FIFOs."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise FileVanished(str(path)) from None
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP: the name is a symlink
+            raise RefusedFile("symlink", "the inbox entry is a symbolic link") from None
+        if exc.errno in (6, 19):  # ENXIO / ENODEV: a socket or device
+            raise RefusedFile("special_file", f"cannot be opened as a file: {exc.strerror}") from None
+        raise
+    st = os.fstat(fd)
+    try:
+        check_regular(st)
+    except RefusedFile:
+        os.close(fd)
+        raise
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb", buffering=0), st
+
+
+def check_regular(st: os.stat_result) -> None:
+    """Raises RefusedFile unless `st` describes a regular file with a single link."""
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        raise RefusedFile("symlink", "the inbox entry is a symbolic link")
+    if not stat.S_ISREG(mode):
+        kind = ("fifo" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode)
+                else "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "directory"
+                if stat.S_ISDIR(mode) else "special file")
+        raise RefusedFile("special_file", f"the inbox entry is a {kind}, not a regular file")
+    if st.st_nlink != 1:
+        raise RefusedFile("hard_link", f"the file has {st.st_nlink} links; only single-link files are taken")
+
+
+class HashingReader:
+    """A read-only stream that hashes every byte it hands out (with a small push-back)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.sha = hashlib.sha256()
+        self.bytes_read = 0
+        self._pushback = b""
+
+    def read(self, n: int = -1) -> bytes:
+        if self._pushback:
+            data, self._pushback = self._pushback, b""
+            if n is not None and 0 <= n < len(data):
+                data, self._pushback = data[:n], data[n:]
+            return data
+        data = self.raw.read(READ_BYTES if n is None or n < 0 else n) or b""
+        self.sha.update(data)
+        self.bytes_read += len(data)
+        return data
+
+    def peek(self, n: int) -> bytes:
+        while len(self._pushback) < n:
+            data = self.raw.read(READ_BYTES) or b""
+            if not data:
+                break
+            self.sha.update(data)
+            self.bytes_read += len(data)
+            self._pushback += data
+        return self._pushback[:n]
+
+    def drain(self) -> None:
+        """Reads (and hashes) whatever is left, so the digest covers the whole file."""
+        self._pushback = b""
+        while self.read(READ_BYTES):
+            pass
+
+    def hexdigest(self) -> str:
+        return self.sha.hexdigest()
+
+
+class _Decoded:
+    """The decompressed content stream; gzip and stream errors become MalformedFile."""
+
+    def __init__(self, src: HashingReader, gz: bool) -> None:
+        self.src = src
+        self.gz = gzip.GzipFile(fileobj=src, mode="rb") if gz else None  # type: ignore[arg-type]
+
+    def read(self, n: int) -> bytes:
+        if self.gz is None:
+            return self.src.read(n)
+        try:
+            return self.gz.read(n)
+        except (gzip.BadGzipFile, zlib.error, EOFError) as exc:
+            raise MalformedFile("corrupt_gzip", f"cannot decompress: {exc or 'truncated stream'}") from None
+
+
+def iter_chunks(src: HashingReader, name: str, chunk_bytes: int, max_line_bytes: int) -> Iterator[Chunk]:
+    """Splits a (possibly gzipped) JSON Lines or JSON array file into chunks."""
+    gz = name.endswith(".gz") or src.peek(2) == GZIP_MAGIC
+    stream = _Decoded(src, gz)
+    head = b""
+    while True:  # find the first non-blank byte to tell an array from JSON Lines
+        block = stream.read(READ_BYTES)
+        head += block
+        body = head[3:] if head.startswith(BOM) else head
+        stripped = body.lstrip()
+        if stripped or not block:
+            break
+    if stripped.startswith(b"["):
+        yield from _array_chunks(stream, body, chunk_bytes, max_line_bytes)
+    else:
+        yield from _line_chunks(stream, head, chunk_bytes, max_line_bytes)
+
+
+def _line_chunks(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int) -> Iterator[Chunk]:
+    line_no = 1
+    pending = head
+    first = True
+    eof = False
+    while pending or not eof:
+        while not eof and len(pending) < chunk_bytes:
+            block = stream.read(max(READ_BYTES, chunk_bytes - len(pending)))
+            eof = not block
+            pending += block
+        if not pending:
+            break
+        cut = len(pending) if eof else pending.rfind(b"\n") + 1
+        if cut == 0:  # no newline yet: one line is at least a chunk long
+            if len(pending) <= max_line:
+                block = stream.read(READ_BYTES)  # within the limit: read on to its end
+                eof = not block
+                pending += block
+                continue
+            prefix = pending[:LONG_PREFIX]
+            length, pending = _skip_line(stream, pending)
+            yield LongLine(line_no, prefix, length)
+            line_no += 1
+            first = False
+            continue
+        data = pending[:cut]
+        pending = pending[cut:]
+        yield Lines(line_no, data, strip_bom=first)
+        line_no += data.count(b"\n")
+        first = False
+
+
+def _skip_line(stream: _Decoded, pending: bytes) -> tuple[int, bytes]:
+    """Consumes an over-long line to its newline: (its length, the bytes after the newline)."""
+    length = len(pending)
+    while True:
+        block = stream.read(READ_BYTES)
+        if not block:
+            return length, b""
+        nl = block.find(b"\n")
+        if nl >= 0:
+            return length + nl, block[nl + 1:]
+        length += len(block)
+
+
+# A whole string token, or one structural character (an unterminated string: a lone quote).
+_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},"]', re.DOTALL)
+_ELEMENTS_PER_CHUNK = 20_000
+
+
+def _array_chunks(stream: _Decoded, buf: bytes, chunk_bytes: int, max_line: int) -> Iterator[Chunk]:
+    """Top-level elements of a JSON array, streamed. Raises MalformedFile if it does not parse.
+
+    Only the structure is checked here (brackets, strings, top-level commas); each element
+    is parsed later by the record path, which raises for an element that is not JSON.
+    """
+    buf = buf[buf.index(b"[") + 1:]
+    pos = 0            # scan position in buf
+    elem_start = 0     # where the current element begins in buf
+    depth = 0          # nesting inside the current element
+    number = 1         # 1-based index of the current element
+    skipped = -1       # bytes of the current element already dropped (over-long), or -1
+    prefix = b""
+    run: list[bytes] = []
+    run_first = 1
+    run_bytes = 0
+    eof = closed = False
+    while not closed:
+        m = _TOKEN.search(buf, pos)
+        if m is None or m.group() == b'"':
+            pos = len(buf) if m is None else m.start()  # rescan a cut string with more bytes
+            if eof:
+                raise MalformedFile("invalid_array", "the JSON array is not terminated")
+            if skipped < 0 and pos - elem_start > max_line:
+                skipped, prefix = 0, buf[elem_start:elem_start + LONG_PREFIX]
+            if skipped >= 0:  # an over-long element: keep only its start
+                skipped += pos - elem_start
+                elem_start = pos
+            buf, pos, elem_start = buf[elem_start:], pos - elem_start, 0
+            block = stream.read(READ_BYTES)
+            eof = not block
+            buf += block
+            continue
+        pos = m.end()
+        c = m.group()[:1]
+        if c == b'"' or (c == b"," and depth > 0):
+            continue
+        if c in b"[{":
+            depth += 1
+            continue
+        if c in b"]}" and depth > 0:
+            depth -= 1
+            continue
+        if c == b"}":
+            raise MalformedFile("invalid_array", "mismatched bracket at the end of the array")
+        closed = c == b"]"
+        elem = buf[elem_start:m.start()].strip()
+        elem_start = pos
+        if skipped >= 0:
+            if run:
+                yield Elements(run_first, run)
+            yield LongLine(number, prefix, skipped + len(elem))
+            run, run_bytes, run_first, skipped = [], 0, number + 1, -1
+        elif elem:
+            if len(elem) > max_line:
+                if run:
+                    yield Elements(run_first, run)
+                yield LongLine(number, elem[:LONG_PREFIX], len(elem))
+                run, run_bytes, run_first = [], 0, number + 1
+            else:
+                run.append(elem)
+                run_bytes += len(elem)
+        elif not (closed and number == 1):  # only "[]" may have no element
+            raise MalformedFile("invalid_array", f"missing element at index {number}")
+        number += 1
+        if run and (closed or len(run) >= _ELEMENTS_PER_CHUNK or run_bytes >= chunk_bytes):
+            yield Elements(run_first, run)
+            run, run_bytes, run_first = [], 0, number
+    rest = buf[pos:]
+    while rest:
+        if rest.strip():
+            raise MalformedFile("invalid_array", "content after the end of the JSON array")
+        rest = stream.read(READ_BYTES)

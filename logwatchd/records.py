@@ -1,0 +1,380 @@
+"""Validation and transformation of records: raw lines in, Arrow columns and error lines out.
+
+The per-line work is the unavoidable part (orjson parse, three field checks, timestamp
+arithmetic); everything per column (formatting, day of week, partition date, grouping)
+is vectorised with pyarrow compute over the whole chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import zoneinfo
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Any, Iterable
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# --- reason codes (SPEC §5) -------------------------------------------------------------
+INVALID_JSON = "invalid_json"
+INVALID_ENCODING = "invalid_encoding"
+NOT_AN_OBJECT = "not_an_object"
+MISSING_FIELD = "missing_field"
+INVALID_FIELD = "invalid_field"
+INVALID_TIMESTAMP = "invalid_timestamp"
+LINE_TOO_LONG = "line_too_long"
+REASONS = (INVALID_JSON, INVALID_ENCODING, NOT_AN_OBJECT, MISSING_FIELD, INVALID_FIELD,
+           INVALID_TIMESTAMP, LINE_TOO_LONG)
+
+LONG_LINE_RAW_BYTES = 1024  # how much of an over-long line its error record keeps
+
+CLEAN_SCHEMA = pa.schema([
+    ("timestamp", pa.string()),
+    ("ts", pa.timestamp("us", tz="UTC")),
+    ("day_of_week", pa.string()),
+    ("user_id", pa.string()),
+    ("action", pa.string()),
+    ("attributes", pa.string()),
+    ("source_file", pa.string()),
+    ("source_line", pa.int64()),
+])
+
+_DAY_NAMES = pa.array(["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"])
+
+# ISO-8601 date-time as SPEC §4 allows it; [0-9] because \d also matches non-ASCII digits.
+_ISO = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[T ]([0-9]{2}):([0-9]{2}):([0-9]{2})"
+    r"(?:\.([0-9]+))?(Z|[+-][0-9]{2}:[0-9]{2})?"
+)
+# A run of 19+ digits may be an integer beyond 64 bits, which orjson turns into a float.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_US_PER_DAY = 86_400_000_000
+# Instants whose date is representable in every zone: 0001-01-02 .. 9999-12-30 UTC.
+MIN_US = (date(1, 1, 2).toordinal() - _EPOCH_ORDINAL) * _US_PER_DAY
+MAX_US = (date(9999, 12, 31).toordinal() - _EPOCH_ORDINAL) * _US_PER_DAY - 1
+_MS_THRESHOLD = 10**11
+
+
+class RecordError(Exception):
+    """One line is invalid: carries the reason code and the field at fault."""
+
+    def __init__(self, reason: str, field: str | None = None, detail: str = "") -> None:
+        super().__init__(detail or reason)
+        self.reason = reason
+        self.field = field
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def parse_json(raw: bytes) -> Any:
+    """Parses one JSON value strictly (RFC 8259); raises RecordError with the reason.
+
+    orjson handles the common case. The slow path (the standard library) runs only when
+    orjson fails or a value may hold an integer beyond 64 bits, so that big integers stay
+    exact, lone surrogates are told apart from bad JSON, and too-deep nesting is an error.
+    """
+    if not _LONG_DIGITS.search(raw):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecordError(INVALID_ENCODING, detail=f"invalid UTF-8 at byte {exc.start}") from None
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise RecordError(INVALID_JSON, detail="nesting too deep") from None
+    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, huge numbers
+        raise RecordError(INVALID_JSON, detail=str(exc)) from None
+    try:
+        _dumps(value).encode("utf-8")
+    except UnicodeEncodeError:
+        raise RecordError(INVALID_ENCODING, detail="lone surrogate escape in a string") from None
+    except RecursionError:
+        raise RecordError(INVALID_JSON, detail="nesting too deep") from None
+    return value
+
+
+def _dumps(value: Any) -> str:
+    """Compact JSON text; the fallback when orjson cannot serialise (big ints, depth > 254)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def dumps_json(value: Any) -> str:
+    """Lossless compact JSON text of a parsed value."""
+    try:
+        return orjson.dumps(value).decode("utf-8")
+    except orjson.JSONEncodeError:
+        return _dumps(value)
+
+
+def timestamp_us(value: Any, zone: zoneinfo.ZoneInfo | None) -> int:
+    """Epoch microseconds (UTC) of a `timestamp` field; `zone` None means UTC.
+
+    Raises RecordError(invalid_timestamp) for anything SPEC §4 does not accept.
+    """
+    if isinstance(value, str):
+        us = _iso_us(value, zone)
+    elif isinstance(value, bool):
+        raise RecordError(INVALID_TIMESTAMP, "timestamp", "a boolean is not a timestamp")
+    elif isinstance(value, int):
+        us = value * 1000 if value > _MS_THRESHOLD else value * 1_000_000
+    elif isinstance(value, float):
+        us = round(value * 1000) if value > _MS_THRESHOLD else round(value * 1_000_000)
+    else:
+        raise RecordError(INVALID_TIMESTAMP, "timestamp", f"a {type(value).__name__} is not a timestamp")
+    if not MIN_US <= us <= MAX_US:
+        raise RecordError(INVALID_TIMESTAMP, "timestamp", "outside years 0001-9999")
+    return us
+
+
+def _iso_us(text: str, zone: zoneinfo.ZoneInfo | None) -> int:
+    m = _ISO.fullmatch(text)
+    if m is None:
+        raise RecordError(INVALID_TIMESTAMP, "timestamp", "not an ISO-8601 date-time")
+    y, mo, d, h, mi, s, frac, off = m.groups()
+    year, month, day, hour, minute, second = int(y), int(mo), int(d), int(h), int(mi), int(s)
+    try:
+        ordinal = date(year, month, day).toordinal()
+    except ValueError:
+        raise RecordError(INVALID_TIMESTAMP, "timestamp", "no such date") from None
+    if hour > 23 or minute > 59 or second > 59:
+        raise RecordError(INVALID_TIMESTAMP, "timestamp", "no such time of day")
+    micro = int((frac + "00000")[:6]) if frac else 0
+    if off is None:
+        if zone is not None:
+            # PEP 495, fold=0: an ambiguous time is the first, a skipped one uses the old offset.
+            delta = datetime(year, month, day, hour, minute, second, tzinfo=zone).utcoffset()
+            offset_s = int(delta.total_seconds()) if delta is not None else 0
+        else:
+            offset_s = 0
+    elif off == "Z":
+        offset_s = 0
+    else:
+        oh, om = int(off[1:3]), int(off[4:6])
+        if oh > 23 or om > 59:
+            raise RecordError(INVALID_TIMESTAMP, "timestamp", "no such UTC offset")
+        offset_s = (oh * 3600 + om * 60) * (1 if off[0] == "+" else -1)
+    seconds = (ordinal - _EPOCH_ORDINAL) * 86_400 + hour * 3600 + minute * 60 + second - offset_s
+    return seconds * 1_000_000 + micro
+
+
+@dataclass
+class ChunkResult:
+    """What one chunk produced, apart from the Parquet rows its writer already holds."""
+
+    processed: int = 0
+    valid: int = 0
+    errors: int = 0
+    parsed: int = 0  # lines that were JSON at all (decides "malformed file")
+    error_lines: list[bytes] = field(default_factory=list)
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (date, action) -> n
+
+    def merge(self, other: "ChunkResult") -> None:
+        self.processed += other.processed
+        self.valid += other.valid
+        self.errors += other.errors
+        self.parsed += other.parsed
+        self.error_lines.extend(other.error_lines)
+        for key, n in other.counts.items():
+            self.counts[key] = self.counts.get(key, 0) + n
+
+
+class RecordBatcher:
+    """Turns numbered raw items (lines or array elements) into a clean table and error lines."""
+
+    def __init__(self, source_file: str, timezone_name: str, ingested_at: str,
+                 max_line_bytes: int) -> None:
+        self.source_file = source_file
+        self.zone = None if timezone_name == "UTC" else zoneinfo.ZoneInfo(timezone_name)
+        self.timezone_name = timezone_name
+        self.ingested_at = ingested_at
+        self.max_line_bytes = max_line_bytes
+
+    def error_line(self, line_no: int, reason: str, field: str | None, raw: str) -> bytes:
+        rec: dict[str, Any] = {"source_file": self.source_file, "source_line": line_no,
+                               "reason": reason}
+        if field is not None:
+            rec["field"] = field
+        rec["raw"] = raw
+        rec["ingested_at"] = self.ingested_at
+        try:
+            return orjson.dumps(rec) + b"\n"
+        except orjson.JSONEncodeError:  # a raw with lone surrogates: keep them as escapes
+            return json.dumps(rec, ensure_ascii=True).encode("ascii") + b"\n"
+
+    def long_line(self, line_no: int, prefix: bytes, length: int) -> bytes:
+        raw = prefix[:LONG_LINE_RAW_BYTES].decode("utf-8", "replace")
+        return self.error_line(line_no, LINE_TOO_LONG, None, raw)
+
+    def process_lines(self, data: bytes, first_line: int, strip_bom: bool = False) -> tuple[pa.Table | None, ChunkResult]:
+        """A block of JSON Lines text (complete lines) starting at line `first_line`."""
+        if strip_bom and data.startswith(b"\xef\xbb\xbf"):
+            data = data[3:]
+        lines = data.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        return self._process(enumerate(lines, first_line), array=False)
+
+    def process_elements(self, elements: list[bytes], first_index: int) -> tuple[pa.Table | None, ChunkResult]:
+        """Array elements (raw JSON text of each), numbered from `first_index`."""
+        return self._process(enumerate(elements, first_index), array=True)
+
+    def _process(self, items: Iterable[tuple[int, bytes]], array: bool) -> tuple[pa.Table | None, ChunkResult]:
+        res = ChunkResult()
+        errors = res.error_lines
+        ts_col: list[int] = []
+        uid_col: list[str] = []
+        act_col: list[str] = []
+        attr_col: list[str | None] = []
+        line_col: list[int] = []
+        zone = self.zone
+        max_len = self.max_line_bytes
+        loads = orjson.loads
+        dumps = orjson.dumps
+        long_digits = _LONG_DIGITS.search
+        processed = parsed = 0
+        for line_no, raw in items:
+            if raw[-1:] == b"\r":
+                raw = raw[:-1]
+            if not raw.strip():
+                continue  # blank line: not a record
+            processed += 1
+            if len(raw) > max_len:
+                errors.append(self.long_line(line_no, raw, len(raw)))
+                continue
+            try:
+                if long_digits(raw):
+                    rec = parse_json(raw)
+                else:
+                    try:
+                        rec = loads(raw)
+                    except orjson.JSONDecodeError:
+                        rec = parse_json(raw)
+            except RecordError as exc:
+                if array:  # the array does not parse: the whole file is malformed
+                    raise
+                errors.append(self.error_line(line_no, exc.reason, None, self._raw_text(raw, False)))
+                continue
+            parsed += 1
+            try:
+                if type(rec) is not dict:
+                    raise RecordError(NOT_AN_OBJECT)
+                ts = rec.pop("timestamp", None)
+                if ts is None:
+                    raise RecordError(MISSING_FIELD, "timestamp")
+                uid = rec.pop("user_id", None)
+                if type(uid) is not str:
+                    if uid is None:
+                        raise RecordError(MISSING_FIELD, "user_id")
+                    if type(uid) is not int:
+                        raise RecordError(INVALID_FIELD, "user_id", "must be a string or an integer")
+                    uid = str(uid)
+                elif not uid:
+                    raise RecordError(INVALID_FIELD, "user_id", "must not be empty")
+                act = rec.pop("action", None)
+                if type(act) is not str:
+                    if act is None:
+                        raise RecordError(MISSING_FIELD, "action")
+                    raise RecordError(INVALID_FIELD, "action", "must be a string")
+                if not act:
+                    raise RecordError(INVALID_FIELD, "action", "must not be empty")
+                us = timestamp_us(ts, zone)
+                if rec:
+                    try:
+                        attrs: str | None = dumps(rec).decode()
+                    except orjson.JSONEncodeError:
+                        attrs = _dumps(rec)
+                else:
+                    attrs = None
+            except RecordError as exc:
+                errors.append(self.error_line(line_no, exc.reason, exc.field, self._raw_text(raw, array)))
+                continue
+            ts_col.append(us)
+            uid_col.append(uid)
+            act_col.append(act)
+            attr_col.append(attrs)
+            line_col.append(line_no)
+        res.processed = processed
+        res.parsed = parsed
+        res.errors = len(errors)
+        res.valid = len(ts_col)
+        if not ts_col:
+            return None, res
+        table = self._table(ts_col, uid_col, act_col, attr_col, line_col)
+        res.counts = _counts(table)
+        return table, res
+
+    @staticmethod
+    def _raw_text(raw: bytes, array: bool) -> str:
+        if array:  # SPEC: an array element is given as compact JSON
+            return dumps_json(parse_json(raw))
+        return raw.decode("utf-8", "replace")
+
+    def _table(self, ts_col: list[int], uid_col: list[str], act_col: list[str],
+               attr_col: list[str | None], line_col: list[int]) -> pa.Table:
+        n = len(ts_col)
+        ts = pa.array(ts_col, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+        if self.zone is None:
+            local = ts.cast(pa.timestamp("us"))
+        else:
+            local = pc.local_timestamp(pc.cast(ts, pa.timestamp("us", tz=self.timezone_name)))
+        formatted = pc.floor_temporal(local, unit="second").cast(pa.timestamp("s")).cast(pa.string())
+        dow = pc.take(_DAY_NAMES, pc.day_of_week(local))
+        day = pc.floor_temporal(local, unit="day").cast(pa.date32()).cast(pa.string())
+        return pa.table(
+            {
+                "timestamp": formatted,
+                "ts": ts,
+                "day_of_week": dow,
+                "user_id": pa.array(uid_col, pa.string()),
+                "action": pa.array(act_col, pa.string()),
+                "attributes": pa.array(attr_col, pa.string()),
+                "source_file": pa.repeat(pa.scalar(self.source_file, pa.string()), n),
+                "source_line": pa.array(line_col, pa.int64()),
+                "date": day,
+            }
+        )
+
+
+def _counts(table: pa.Table) -> dict[tuple[str, str], int]:
+    grouped = table.group_by(["date", "action"]).aggregate([([], "count_all")])
+    return {
+        (d, a): n
+        for d, a, n in zip(grouped["date"].to_pylist(), grouped["action"].to_pylist(),
+                           grouped["count_all"].to_pylist())
+    }
+
+
+def split_by_date(table: pa.Table) -> Iterable[tuple[str, pa.Table]]:
+    """(date, rows without the partition column) for each event date in the table."""
+    dates = table["date"]
+    unique = pc.unique(dates).to_pylist()
+    for d in unique:
+        part = table if len(unique) == 1 else table.filter(pc.equal(dates, d))
+        yield d, part.drop_columns(["date"])
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,79 @@
+"""Opening the state: directories, the single-instance lock, the ledger, crash recovery.
+
+Shared by every command that writes (`run`, `process`, `compact`, `replay`): one process at
+a time owns a state directory; on start it replays the ledger's journal and removes staged
+files that no committed transaction refers to.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from .config import Config
+from .durable import ensure_dir, sync_dirs
+from .errors import LedgerError
+from .ledger import Ledger
+from .writers import iter_staging_files
+
+
+@dataclass
+class Runtime:
+    config: Config
+    ledger: Ledger
+    lock: IO[bytes]
+    recovered: int
+    removed_staging: int
+
+    def close(self) -> None:
+        self.ledger.close()
+        self.lock.close()
+
+
+def data_dirs(config: Config) -> tuple[Path, ...]:
+    p = config.paths
+    return tuple(d for d in (p.clean, p.errors, p.archive) if d is not None)
+
+
+def open_runtime(config: Config) -> Runtime:
+    """Creates the directories, takes the lock, opens and recovers the ledger."""
+    p = config.paths
+    for d in (p.inbox, p.clean, p.errors, p.quarantine, p.dead_letter, p.state, p.archive):
+        if d is not None:
+            ensure_dir(d)
+    lock = open(p.lock, "ab")
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise LedgerError(f"another logwatchd process holds {p.lock}; "
+                          "only one may use a state directory at a time") from None
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n".encode())
+    lock.flush()
+    try:
+        ledger = Ledger.open(p.ledger, data_dirs(config))
+    except BaseException:
+        lock.close()
+        raise
+    recovered = ledger.recover()
+    removed = remove_orphans(config, ledger)
+    return Runtime(config, ledger, lock, recovered, removed)
+
+
+def remove_orphans(config: Config, ledger: Ledger) -> int:
+    """Deletes staged files of transactions that never committed (a crash mid-write)."""
+    keep = ledger.pending_paths()
+    roots = [config.paths.clean, config.paths.errors, config.paths.quarantine]
+    removed = 0
+    synced: set[Path] = set()
+    for staged in iter_staging_files(*roots):
+        if str(staged) not in keep:
+            staged.unlink(missing_ok=True)
+            synced.add(staged.parent)
+            removed += 1
+    sync_dirs(synced)
+    return removed
