@@ -16,7 +16,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	touch $@
 
 run: $(VENV)/.installed
-	$(BIN)/logwatchd run -c $(CONFIG)
+	$(BIN)/logwatchd process -c $(CONFIG) examples/first.json
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

@@ -25,8 +25,9 @@ SCHEMA_VERSION = "1"
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE inputs (
-    sha256 TEXT PRIMARY KEY,
+CREATE TABLE inputs (              -- one row per processing (dedupe = false allows repeats)
+    id INTEGER PRIMARY KEY,
+    sha256 TEXT NOT NULL,
     name TEXT NOT NULL,
     outcome TEXT NOT NULL,            -- ok | quarantined
     bytes INTEGER NOT NULL,
@@ -36,6 +37,7 @@ CREATE TABLE inputs (
     reason TEXT,
     committed_at TEXT NOT NULL
 );
+CREATE INDEX inputs_by_sha ON inputs (sha256);
 CREATE TABLE outputs (               -- the catalog of live data and error files
     path TEXT PRIMARY KEY,
     input_sha256 TEXT,                -- NULL for a compacted file (see output_sources)
@@ -168,7 +170,8 @@ class Ledger:
                 conn.execute("UPDATE counters SET n = n + 1 WHERE name = 'files_duplicate'")
             else:
                 conn.execute(
-                    "INSERT INTO inputs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO inputs (sha256, name, outcome, bytes, processed, valid, errors,"
+                    " reason, committed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (c.sha256, c.name, c.outcome, c.bytes, c.processed, c.valid, c.errors,
                      c.reason, at))
                 conn.executemany(
@@ -228,8 +231,14 @@ class Ledger:
 
     # --- reading ----------------------------------------------------------------------
     def lookup(self, sha256: str) -> sqlite3.Row | None:
+        """The first processing of this content, if any."""
         conn = self._reader()
-        return conn.execute("SELECT * FROM inputs WHERE sha256 = ?", (sha256,)).fetchone()
+        return conn.execute("SELECT * FROM inputs WHERE sha256 = ? ORDER BY id", (sha256,)).fetchone()
+
+    def occurrences(self, sha256: str) -> int:
+        """How many times this content was committed (more than once only with dedupe off)."""
+        row = self._reader().execute("SELECT count(*) FROM inputs WHERE sha256 = ?", (sha256,)).fetchone()
+        return int(row[0])
 
     def counts(self, day: str) -> dict[str, int]:
         rows = self._reader().execute(

@@ -27,6 +27,7 @@ class JobSpec:
     """What a sink needs to know about the input in hand."""
 
     sha256: str
+    stem: str          # output names: <stem>-<part>.parquet; the SHA-256, tagged on a repeat
     source_file: str
     clean_dir: Path
     timezone: str
@@ -40,7 +41,7 @@ class ChunkSink:
     def __init__(self, spec: JobSpec, part: int) -> None:
         self.batcher = RecordBatcher(spec.source_file, spec.timezone, spec.ingested_at,
                                      spec.max_line_bytes)
-        self.parquet = PartitionedParquet(spec.clean_dir, f"{spec.sha256}-{part}",
+        self.parquet = PartitionedParquet(spec.clean_dir, f"{spec.stem}-{part}",
                                           parquet_schema(spec.sha256, spec.source_file))
 
     def handle(self, chunk: Chunk) -> ChunkResult:

@@ -113,14 +113,17 @@ class Pipeline:
                       in_inbox: bool) -> FileOutcome:
         cfg = self.config
         now = self.clock()
-        if cfg.ingest.dedupe and self.ledger.lookup(sha) is not None:
+        seen = self.ledger.occurrences(sha)
+        if cfg.ingest.dedupe and seen:
             commit = Commit(sha, name, "duplicate", bytes=st.st_size)
             if in_inbox:
                 commit.moves.append(self._retire_input(path, sha, now))
             self._apply(commit, now)
             return FileOutcome(name, "duplicate", sha256=sha, bytes=st.st_size)
         try:
-            result, outputs = self._transform(path, name, fh, st, sha, now)
+            # Names are deterministic: a retry after a crash rewrites the same (staged) names.
+            stem = sha if not seen else f"{sha}-r{seen}"
+            result, outputs = self._transform(path, name, fh, st, sha, stem, now)
         except MalformedFile as exc:
             return self._quarantine(path, name, sha, st.st_size, exc, in_inbox, now)
         commit = Commit(sha, name, "ok", bytes=st.st_size, processed=result.processed,
@@ -134,15 +137,15 @@ class Pipeline:
 
     # --- transformation -----------------------------------------------------------------
     def _transform(self, path: Path, name: str, fh: Any, st: os.stat_result, sha: str,
-                   now: datetime) -> tuple[ChunkResult, list[Output]]:
+                   stem: str, now: datetime) -> tuple[ChunkResult, list[Output]]:
         cfg = self.config
-        spec = JobSpec(sha, name, cfg.paths.clean, cfg.transform.timezone, utc_iso(now),
+        spec = JobSpec(sha, stem, name, cfg.paths.clean, cfg.transform.timezone, utc_iso(now),
                        cfg.ingest.max_line_bytes)
         large = st.st_size > 2 * cfg.ingest.chunk_bytes
         runner = self.pool if (large and self.pool is not None) else self.local
         src = HashingReader(fh)
         chunks = iter_chunks(src, path.name, cfg.ingest.chunk_bytes, cfg.ingest.max_line_bytes)
-        errors_path = cfg.paths.errors / f"date={self._day(now)}" / f"{sha}.jsonl"
+        errors_path = cfg.paths.errors / f"date={self._day(now)}" / f"{stem}.jsonl"
         errors_file: StagedJsonl | None = None
         total = ChunkResult()
         parts: list = []

@@ -12,7 +12,7 @@ import math
 import re
 import zoneinfo
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable
 
 import orjson
@@ -50,8 +50,17 @@ _ISO = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[T ]([0-9]{2}):([0-9]{2}):([0-9]{2})"
     r"(?:\.([0-9]+))?(Z|[+-][0-9]{2}:[0-9]{2})?"
 )
-# A run of 19+ digits may be an integer beyond 64 bits, which orjson turns into a float.
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+# A run of 19+ digits may be an integer beyond 64 bits, which orjson turns into a float:
+# such lines take the exact path. Digits map to "0", everything else to " ", then one find.
+_DIGITS_TO_ZERO = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
+_LONG_RUN = b"0" * 19
+
+
+def has_long_digit_run(data: bytes) -> bool:
+    return data.translate(_DIGITS_TO_ZERO).find(_LONG_RUN) >= 0
+
+
+_SLOW = object()  # marks a line for the exact (standard library) parser
 
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _US_PER_DAY = 86_400_000_000
@@ -86,17 +95,12 @@ def _finite_float(text: str) -> float:
 
 
 def parse_json(raw: bytes) -> Any:
-    """Parses one JSON value strictly (RFC 8259); raises RecordError with the reason.
+    """Parses one JSON value strictly (RFC 8259) and exactly; raises RecordError with the reason.
 
-    orjson handles the common case. The slow path (the standard library) runs only when
-    orjson fails or a value may hold an integer beyond 64 bits, so that big integers stay
-    exact, lone surrogates are told apart from bad JSON, and too-deep nesting is an error.
+    The record path uses orjson and comes here only when orjson fails or a line may hold
+    an integer beyond 64 bits: big integers stay exact, lone surrogates are told apart from
+    bad JSON, and nesting too deep for the parser is an error line.
     """
-    if not _LONG_DIGITS.search(raw):
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -129,55 +133,43 @@ def dumps_json(value: Any) -> str:
         return _dumps(value)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_US = timedelta(microseconds=1)
+_fromiso = datetime.fromisoformat
+
+
 def timestamp_us(value: Any, zone: zoneinfo.ZoneInfo | None) -> int:
     """Epoch microseconds (UTC) of a `timestamp` field; `zone` None means UTC.
 
     Raises RecordError(invalid_timestamp) for anything SPEC §4 does not accept.
     """
-    if isinstance(value, str):
-        us = _iso_us(value, zone)
-    elif isinstance(value, bool):
-        raise RecordError(INVALID_TIMESTAMP, "timestamp", "a boolean is not a timestamp")
-    elif isinstance(value, int):
+    t = type(value)
+    if t is str:
+        if _ISO.fullmatch(value) is None:
+            raise RecordError(INVALID_TIMESTAMP, "timestamp", "not an ISO-8601 date-time")
+        try:
+            dt = _fromiso(value)  # the shape is checked: this validates the calendar
+            if dt.tzinfo is None:
+                # PEP 495, fold=0: an ambiguous time is the first, a skipped one keeps the old offset.
+                dt = dt.replace(tzinfo=zone or timezone.utc)
+            us = (dt - _EPOCH) // _ONE_US
+        except (ValueError, OverflowError):
+            raise RecordError(INVALID_TIMESTAMP, "timestamp", "no such date or time") from None
+    elif t is int:
         us = value * 1000 if value > _MS_THRESHOLD else value * 1_000_000
-    elif isinstance(value, float):
+    elif t is float:
         us = round(value * 1000) if value > _MS_THRESHOLD else round(value * 1_000_000)
+    elif t is bool:
+        raise RecordError(INVALID_TIMESTAMP, "timestamp", "a boolean is not a timestamp")
     else:
-        raise RecordError(INVALID_TIMESTAMP, "timestamp", f"a {type(value).__name__} is not a timestamp")
+        raise RecordError(INVALID_TIMESTAMP, "timestamp", f"a {_json_type(value)} is not a timestamp")
     if not MIN_US <= us <= MAX_US:
         raise RecordError(INVALID_TIMESTAMP, "timestamp", "outside years 0001-9999")
     return us
 
 
-def _iso_us(text: str, zone: zoneinfo.ZoneInfo | None) -> int:
-    m = _ISO.fullmatch(text)
-    if m is None:
-        raise RecordError(INVALID_TIMESTAMP, "timestamp", "not an ISO-8601 date-time")
-    y, mo, d, h, mi, s, frac, off = m.groups()
-    year, month, day, hour, minute, second = int(y), int(mo), int(d), int(h), int(mi), int(s)
-    try:
-        ordinal = date(year, month, day).toordinal()
-    except ValueError:
-        raise RecordError(INVALID_TIMESTAMP, "timestamp", "no such date") from None
-    if hour > 23 or minute > 59 or second > 59:
-        raise RecordError(INVALID_TIMESTAMP, "timestamp", "no such time of day")
-    micro = int((frac + "00000")[:6]) if frac else 0
-    if off is None:
-        if zone is not None:
-            # PEP 495, fold=0: an ambiguous time is the first, a skipped one uses the old offset.
-            delta = datetime(year, month, day, hour, minute, second, tzinfo=zone).utcoffset()
-            offset_s = int(delta.total_seconds()) if delta is not None else 0
-        else:
-            offset_s = 0
-    elif off == "Z":
-        offset_s = 0
-    else:
-        oh, om = int(off[1:3]), int(off[4:6])
-        if oh > 23 or om > 59:
-            raise RecordError(INVALID_TIMESTAMP, "timestamp", "no such UTC offset")
-        offset_s = (oh * 3600 + om * 60) * (1 if off[0] == "+" else -1)
-    seconds = (ordinal - _EPOCH_ORDINAL) * 86_400 + hour * 3600 + minute * 60 + second - offset_s
-    return seconds * 1_000_000 + micro
+def _json_type(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(type(value), "number")
 
 
 @dataclass
@@ -235,13 +227,16 @@ class RecordBatcher:
         lines = data.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()
-        return self._process(enumerate(lines, first_line), array=False)
+        return self._process(enumerate(lines, first_line), False, has_long_digit_run(data))
 
     def process_elements(self, elements: list[bytes], first_index: int) -> tuple[pa.Table | None, ChunkResult]:
         """Array elements (raw JSON text of each), numbered from `first_index`."""
-        return self._process(enumerate(elements, first_index), array=True)
+        suspect = any(has_long_digit_run(e) for e in elements)
+        return self._process(enumerate(elements, first_index), True, suspect)
 
-    def _process(self, items: Iterable[tuple[int, bytes]], array: bool) -> tuple[pa.Table | None, ChunkResult]:
+    def _process(self, items: Iterable[tuple[int, bytes]], array: bool,
+                 suspect: bool) -> tuple[pa.Table | None, ChunkResult]:
+        # The hot loop: locals only, no per-line function calls on the common path.
         res = ChunkResult()
         errors = res.error_lines
         ts_col: list[int] = []
@@ -253,38 +248,45 @@ class RecordBatcher:
         max_len = self.max_line_bytes
         loads = orjson.loads
         dumps = orjson.dumps
-        long_digits = _LONG_DIGITS.search
+        decode_error = orjson.JSONDecodeError
+        to_us = timestamp_us
         processed = parsed = 0
         for line_no, raw in items:
-            if raw[-1:] == b"\r":
+            if raw.endswith(b"\r"):
                 raw = raw[:-1]
-            if not raw.strip():
-                continue  # blank line: not a record
-            processed += 1
             if len(raw) > max_len:
-                errors.append(self.long_line(line_no, raw, len(raw)))
+                if raw.strip():
+                    processed += 1
+                    errors.append(self.long_line(line_no, raw, len(raw)))
                 continue
-            try:
-                if long_digits(raw):
+            if suspect and has_long_digit_run(raw):
+                rec = _SLOW
+            else:
+                try:
+                    rec = loads(raw)
+                except decode_error:
+                    rec = _SLOW
+            if rec is _SLOW:
+                if not raw.strip():
+                    continue  # a blank line is not a record
+                try:
                     rec = parse_json(raw)
-                else:
-                    try:
-                        rec = loads(raw)
-                    except orjson.JSONDecodeError:
-                        rec = parse_json(raw)
-            except RecordError as exc:
-                if array:  # the array does not parse: the whole file is malformed
-                    raise
-                errors.append(self.error_line(line_no, exc.reason, None, self._raw_text(raw, False)))
-                continue
+                except RecordError as exc:
+                    if array:  # the array does not parse: the whole file is malformed
+                        raise
+                    processed += 1
+                    errors.append(self.error_line(line_no, exc.reason, None, self._raw_text(raw, False)))
+                    continue
+            processed += 1
             parsed += 1
             try:
                 if type(rec) is not dict:
                     raise RecordError(NOT_AN_OBJECT)
                 ts = rec.pop("timestamp", None)
+                uid = rec.pop("user_id", None)
+                act = rec.pop("action", None)
                 if ts is None:
                     raise RecordError(MISSING_FIELD, "timestamp")
-                uid = rec.pop("user_id", None)
                 if type(uid) is not str:
                     if uid is None:
                         raise RecordError(MISSING_FIELD, "user_id")
@@ -293,28 +295,25 @@ class RecordBatcher:
                     uid = str(uid)
                 elif not uid:
                     raise RecordError(INVALID_FIELD, "user_id", "must not be empty")
-                act = rec.pop("action", None)
                 if type(act) is not str:
                     if act is None:
                         raise RecordError(MISSING_FIELD, "action")
                     raise RecordError(INVALID_FIELD, "action", "must be a string")
                 if not act:
                     raise RecordError(INVALID_FIELD, "action", "must not be empty")
-                us = timestamp_us(ts, zone)
-                if rec:
-                    try:
-                        attrs: str | None = dumps(rec).decode()
-                    except orjson.JSONEncodeError:
-                        attrs = _dumps(rec)
-                else:
-                    attrs = None
+                ts_col.append(to_us(ts, zone))
             except RecordError as exc:
                 errors.append(self.error_line(line_no, exc.reason, exc.field, self._raw_text(raw, array)))
                 continue
-            ts_col.append(us)
+            if rec:
+                try:
+                    attr_col.append(dumps(rec).decode())
+                except TypeError:  # orjson cannot write it (an integer beyond 64 bits)
+                    attr_col.append(_dumps(rec))
+            else:
+                attr_col.append(None)
             uid_col.append(uid)
             act_col.append(act)
-            attr_col.append(attrs)
             line_col.append(line_no)
         res.processed = processed
         res.parsed = parsed
