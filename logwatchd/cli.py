@@ -34,6 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"logwatchd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    p = sub.add_parser("run", help="the daemon, in the foreground (what systemd runs)",
+                       description="Watches the inbox and processes every file that lands in it, "
+                                   "serves the HTTP endpoint and compacts on a schedule, until "
+                                   "SIGTERM or SIGINT.")
+    _add_config(p)
+    p.set_defaults(func=cmd_run)
+
     p = sub.add_parser("process", help="process files once, print one JSON summary line per file",
                        description="Processes the files once, with the same outputs, ledger and "
                                    "dedupe as the daemon; files outside the inbox stay where they are.")
@@ -41,11 +48,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(func=cmd_process)
 
+    p = sub.add_parser("compact", help="one compaction pass now",
+                       description="Merges the small Parquet files of every partition (or of one "
+                                   "date) into files of up to compaction.target_file_bytes.")
+    _add_config(p)
+    p.add_argument("--date", metavar="YYYY-MM-DD", help="compact only this partition")
+    p.set_defaults(func=cmd_compact)
+
     p = sub.add_parser("check-config", help="validate the config, print the effective config as TOML",
                        description="Validates the config and prints the effective config (defaults "
                                    "filled in, paths resolved) as TOML. Exit 2 when it is invalid.")
     _add_config(p)
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("replay", help="move quarantined or dead-lettered files back into the inbox",
+                       description="Moves the named (or all) files of quarantine or dead-letter "
+                                   "back into the inbox for another try; their reason files are removed.")
+    _add_config(p)
+    p.add_argument("source", choices=["quarantine", "dead-letter"])
+    p.add_argument("names", nargs="*", metavar="NAME")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("rebuild-ledger", help="rebuild a lost or corrupt ledger from the outputs",
+                       description="Rebuilds the ledger from the dataset, the error files and the "
+                                   "archive (every output records the SHA-256 of its input). The "
+                                   "old ledger, if any, is kept beside it with a .broken suffix.")
+    _add_config(p)
+    p.set_defaults(func=cmd_rebuild_ledger)
     return parser
 
 
@@ -111,3 +140,27 @@ def cmd_process(args: argparse.Namespace) -> int:
         pipeline.close()
         rt.close()
     return status
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .daemon import run_daemon
+
+    return run_daemon(_config(args))
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from .compaction import cli_compact
+
+    return cli_compact(_config(args), args.date)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .replay import replay
+
+    return replay(_config(args), args.source, args.names)
+
+
+def cmd_rebuild_ledger(args: argparse.Namespace) -> int:
+    from .rebuild import rebuild_ledger
+
+    return rebuild_ledger(_config(args))
