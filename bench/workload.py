@@ -32,7 +32,8 @@ def _valid(rng: random.Random, i: int) -> str:
     attrs = (f'"ip":"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}",'
              f'"session":"{rng.getrandbits(64):016x}","latency_ms":{rng.randrange(2000)},'
              f'"ok":{"true" if rng.random() < 0.9 else "false"},'
-             f'"path":"/api/v1/items/{rng.randrange(10**6)}","agent":"Mozilla/5.0 (X11; Linux x86_64)"')
+             f'"path":"/api/v1/items/{rng.randrange(10**6)}","trace_id":"{rng.getrandbits(64):016x}",'
+             f'"agent":"Mozilla/5.0 (X11; Linux x86_64)"')
     return f'{{"timestamp":{stamp},"user_id":{uid},"action":"{action}",{attrs}}}'
 
 
