@@ -6,6 +6,7 @@
     ├── MalformedFile     the file is not log data           → quarantine, with the reason
     ├── RefusedFile       symlink, FIFO, device, hard link   → quarantine the entry itself
     ├── FileVanished      removed before it could be read    → nothing to do, logged
+    ├── Cancelled         shutdown while a file was in hand  → staged work dropped, file stays
     └── TransientIOError  disk full, permission denied, file still growing
                                                              → intake pauses, retry with backoff
 
@@ -16,6 +17,7 @@ attempt counted, and the file dead-lettered after `ingest.max_attempts`.
 from __future__ import annotations
 
 import errno
+import sqlite3
 
 
 class LogwatchdError(Exception):
@@ -52,6 +54,10 @@ class FileVanished(LogwatchdError):
     """The file disappeared between being seen and being opened."""
 
 
+class Cancelled(LogwatchdError):
+    """Processing was abandoned for shutdown; the file stays in the inbox for next time."""
+
+
 class TransientIOError(LogwatchdError):
     """An I/O condition expected to clear by itself; the file stays in the inbox."""
 
@@ -63,8 +69,22 @@ TRANSIENT_ERRNOS = frozenset(
 )
 
 
+_TRANSIENT_TEXT = ("no space left", "disk quota exceeded", "permission denied",
+                   "database or disk is full", "database is locked", "read-only file system",
+                   "disk i/o error")
+
+
 def is_transient(exc: BaseException) -> bool:
-    """True for OS errors that pause intake rather than condemn the file."""
-    return isinstance(exc, TransientIOError) or (
-        isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
-    )
+    """True for errors that pause intake rather than condemn the file.
+
+    Covers OSError by errno, and the same conditions reported as text by pyarrow
+    (which may raise without an errno) and by SQLite (SQLITE_FULL, SQLITE_BUSY, SQLITE_IOERR).
+    """
+    if isinstance(exc, TransientIOError):
+        return True
+    if isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS:
+        return True
+    if isinstance(exc, (OSError, sqlite3.OperationalError)):
+        text = str(exc).lower()
+        return any(t in text for t in _TRANSIENT_TEXT)
+    return False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +21,7 @@ import orjson
 
 from .config import Config
 from .durable import move, staged_name, sync_dirs, write_staged
-from .errors import MalformedFile, RefusedFile, TransientIOError
+from .errors import Cancelled, MalformedFile, RefusedFile, TransientIOError
 from .ledger import Commit, Ledger, Move, Output, utc_iso
 from .parallel import JobSpec, LocalRunner, PoolRunner
 from .reader import HashingReader, iter_chunks, open_input
@@ -75,11 +76,14 @@ class Pipeline:
     """Processes files against one ledger; shared by `process` and the daemon's workers."""
 
     def __init__(self, config: Config, ledger: Ledger, clock: Clock = utc_now,
-                 pool: PoolRunner | None = None) -> None:
+                 pool: PoolRunner | None = None, cancel: threading.Event | None = None,
+                 progress: Callable[[], None] | None = None) -> None:
         self.config = config
         self.ledger = ledger
         self.clock = clock
         self.pool = pool
+        self.cancel = cancel or threading.Event()  # set: abandon the file in hand (shutdown)
+        self.progress = progress or (lambda: None)  # called per chunk: proof of life
         self.local = LocalRunner()
         self.zone = config.transform.zone
 
@@ -152,6 +156,9 @@ class Pipeline:
         results = runner.run(spec, chunks)
         try:
             for res in results:
+                self.progress()
+                if self.cancel.is_set():
+                    raise Cancelled(f"{path.name}: abandoned for shutdown")
                 if isinstance(res, list):
                     parts = res
                     continue

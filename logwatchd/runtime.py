@@ -44,16 +44,7 @@ def open_runtime(config: Config) -> Runtime:
     for d in (p.inbox, p.clean, p.errors, p.quarantine, p.dead_letter, p.state, p.archive):
         if d is not None:
             ensure_dir(d)
-    lock = open(p.lock, "ab")
-    try:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        raise LedgerError(f"another logwatchd process holds {p.lock}; "
-                          "only one may use a state directory at a time") from None
-    lock.truncate(0)
-    lock.write(f"{os.getpid()}\n".encode())
-    lock.flush()
+    lock = acquire_lock(config)
     try:
         ledger = Ledger.open(p.ledger, data_dirs(config))
     except BaseException:
@@ -62,6 +53,23 @@ def open_runtime(config: Config) -> Runtime:
     recovered = ledger.recover()
     removed = remove_orphans(config, ledger)
     return Runtime(config, ledger, lock, recovered, removed)
+
+
+def acquire_lock(config: Config) -> IO[bytes]:
+    """Takes the state directory's exclusive lock (held until the returned file is closed)."""
+    path = config.paths.lock
+    ensure_dir(path.parent)
+    lock = open(path, "ab")
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise LedgerError(f"another logwatchd process holds {path}; "
+                          "only one may use a state directory at a time") from None
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n".encode())
+    lock.flush()
+    return lock
 
 
 def remove_orphans(config: Config, ledger: Ledger) -> int:

@@ -1,0 +1,411 @@
+"""The daemon's lifecycle: start-up, the worker loop, signals, sd_notify, schedules, shutdown.
+
+The only module that wires threads together:
+
+    observer thread (watchdog)  ─┐
+    inbox tick thread (settle,   ├─► Intake (bounded) ─► worker thread ─► Pipeline ─► ledger
+      rescan)                   ─┘
+    scheduler (APScheduler): compaction pass, metrics event
+    API server thread (waitress)
+    main thread: signals (flags only), WATCHDOG=1 / STATUS= pings, shutdown
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from . import logs
+from .config import Config, load_config
+from .errors import Cancelled, ConfigError, FileVanished, LedgerError, is_transient
+from .inbox import InboxWatcher, Intake, writer_active
+from .metrics import Metrics
+from .notify import Notifier, watchdog_interval
+from .parallel import PoolRunner
+from .pipeline import FileOutcome, Pipeline, display_name
+from .records import utc_now
+from .runtime import Runtime, open_runtime
+
+QUEUE_CAPACITY = 1024
+MAX_BACKOFF_S = 60.0
+STOP_DEADLINE_S = 8.0          # SIGTERM → exit well within 10 s
+REFUSED_REASONS = ("symlink", "special_file", "hard_link")
+
+
+class ErrorRatioWindow:
+    """errors / processed over the last `window` seconds, and whether it crossed the threshold."""
+
+    def __init__(self, window: float, threshold: float) -> None:
+        self.window = window
+        self.threshold = threshold
+        self._events: deque[tuple[float, int, int]] = deque()
+        self.alerting = False
+
+    def add(self, now: float, processed: int, errors: int) -> None:
+        if processed:
+            self._events.append((now, processed, errors))
+
+    def ratio(self, now: float) -> tuple[float, int, int]:
+        while self._events and self._events[0][0] < now - self.window:
+            self._events.popleft()
+        processed = sum(e[1] for e in self._events)
+        errors = sum(e[2] for e in self._events)
+        return (errors / processed if processed else 0.0), processed, errors
+
+
+class Daemon:
+    """Owns start-up, the main loop and shutdown (uvicorn's Server, for files)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.log = logs.get_logger()
+        self.notifier = Notifier()
+        self.stop_event = threading.Event()
+        self.reload_flag = threading.Event()
+        self.cancel = threading.Event()
+        self.metrics = Metrics()
+        self.intake = Intake(QUEUE_CAPACITY)
+        self.heartbeat = time.monotonic()
+        self.attempts: dict[Path, int] = {}
+        self.paused = False
+        self.backoff = 1.0
+        self.window = ErrorRatioWindow(config.metrics.alert_window_seconds,
+                                       config.metrics.alert_error_ratio)
+        self._window_lock = threading.Lock()
+        self.rt: Runtime | None = None
+        self.pipeline: Pipeline | None = None
+        self.watcher: InboxWatcher | None = None
+        self.scheduler: BackgroundScheduler | None = None
+        self.api: Any = None
+        self.worker: threading.Thread | None = None
+        self._last_metrics = (time.monotonic(), 0, 0)
+
+    # --- start-up ---------------------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.config
+        self.rt = open_runtime(cfg)
+        workers = cfg.ingest.workers or os.cpu_count() or 1
+        self.pipeline = Pipeline(cfg, self.rt.ledger, pool=PoolRunner(workers) if workers > 1 else None,
+                                 cancel=self.cancel, progress=self._beat)
+        self.watcher = InboxWatcher(cfg.paths.inbox, cfg.ingest, self.intake)
+        self.worker = threading.Thread(target=self._work_loop, name="worker", daemon=True)
+        self.watcher.start()          # the backlog is queued before any new arrival is taken
+        self.worker.start()
+        self._start_api()
+        self._start_scheduler()
+        self.log.info(logs.DAEMON_STARTED, pid=os.getpid(), inbox=str(cfg.paths.inbox),
+                      recovered=self.rt.recovered, removed_staging=self.rt.removed_staging,
+                      backlog=self.watcher.backlog,
+                      api=cfg.api.listen if self.api is not None else None)
+        self.notifier.send("READY=1", f"STATUS={self._status()}", f"MAINPID={os.getpid()}")
+
+    def _start_api(self) -> None:
+        if not self.config.api.enabled:
+            return
+        from .api import ApiServer, create_app
+
+        assert self.rt is not None and self.watcher is not None
+        watcher = self.watcher
+        app = create_app(self.rt.ledger, self.config, self.metrics, watcher_alive=watcher.alive)
+        self.api = ApiServer(app, self.config.api.host, self.config.api.port)
+        self.api.start()
+
+    def _start_scheduler(self) -> None:
+        sched = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1,
+                                                  "misfire_grace_time": None})
+        sched.add_job(self._compaction_job, "interval", id="compaction",
+                      seconds=self.config.compaction.interval_seconds)
+        sched.add_job(self._metrics_job, "interval", id="metrics",
+                      seconds=self.config.metrics.interval_seconds)
+        sched.start()
+        self.scheduler = sched
+
+    # --- the worker -------------------------------------------------------------------------
+    def _beat(self) -> None:
+        self.heartbeat = time.monotonic()
+
+    def _work_loop(self) -> None:
+        while not self.stop_event.is_set():
+            self._beat()
+            path = self.intake.take(timeout=0.5)
+            if path is None:
+                continue
+            try:
+                retry_in = self._handle(path)
+            except BaseException as exc:  # noqa: BLE001 - the worker must never die
+                self.log.error(logs.INTERNAL_ERROR, file=display_name(path.name), error=repr(exc),
+                               traceback=traceback.format_exc())
+                retry_in = None
+            if retry_in is None:
+                self.intake.done(path)
+                continue
+            self.intake.retry(path)
+            until = time.monotonic() + retry_in
+            while not self.stop_event.is_set() and time.monotonic() < until:
+                self._beat()  # waiting out a backoff is still a live worker loop
+                self.stop_event.wait(min(0.5, max(0.0, until - time.monotonic())))
+
+    def _handle(self, path: Path) -> float | None:
+        """Processes one file; returns seconds to wait before retrying it, or None when done."""
+        assert self.pipeline is not None and self.watcher is not None
+        if not os.path.lexists(path):
+            return None
+        if writer_active(path):
+            self.watcher.defer(path)
+            return None
+        name = display_name(path.name)
+        try:
+            outcome = self.pipeline.process(path)
+        except (FileVanished, FileNotFoundError):
+            self.log.info(logs.FILE_VANISHED, file=name)
+            return None
+        except Cancelled:
+            return None
+        except Exception as exc:  # noqa: BLE001 - every failure is classified here
+            return self._failed(path, name, exc)
+        self._done(path, outcome)
+        return None
+
+    def _failed(self, path: Path, name: str, exc: Exception) -> float | None:
+        if is_transient(exc):
+            wait = self.backoff
+            self.backoff = min(self.backoff * 2, MAX_BACKOFF_S)
+            if not self.paused:
+                self.paused = True
+                self.metrics.set_intake_paused(True)
+                self.log.warning(logs.INTAKE_PAUSED, file=name, error=str(exc), retry_in_s=wait)
+            self.metrics.file_retry()
+            self.log.info(logs.FILE_RETRY, file=name, error=str(exc), transient=True, retry_in_s=wait)
+            return wait
+        attempts = self.attempts.get(path, 0) + 1
+        self.attempts[path] = attempts
+        self.log.error(logs.FILE_RETRY, file=name, attempt=attempts, error=repr(exc),
+                       traceback=traceback.format_exc(), transient=False)
+        self.metrics.file_retry()
+        if attempts < self.config.ingest.max_attempts:
+            return min(2.0 ** (attempts - 1), MAX_BACKOFF_S)
+        assert self.pipeline is not None and self.rt is not None
+        self.attempts.pop(path, None)
+        detail = f"failed {attempts} times; last error: {exc!r}"
+        try:
+            target = self.pipeline.move_aside(path, self.config.paths.dead_letter, "internal_error", detail)
+        except FileNotFoundError:
+            return None
+        self.rt.ledger.count_dead_letter()
+        self.metrics.file_done("dead_lettered", 0, 0, 0, 0.0)
+        self.log.error(logs.FILE_DEAD_LETTERED, file=name, attempts=attempts, error=repr(exc),
+                       to=str(target))
+        return None
+
+    def _done(self, path: Path, o: FileOutcome) -> None:
+        self.attempts.pop(path, None)
+        if self.paused:
+            self.paused = False
+            self.metrics.set_intake_paused(False)
+            self.log.info(logs.INTAKE_RESUMED, file=o.file)
+        self.backoff = 1.0
+        if o.status == "quarantined" and o.reason in REFUSED_REASONS:
+            self.metrics.file_done("refused", 0, 0, 0, o.duration_ms / 1000)
+            self.log.warning(logs.FILE_REFUSED, file=o.file, reason=o.reason, detail=o.detail)
+            return
+        self.metrics.file_done(o.status, o.processed, o.valid, o.errors, o.duration_ms / 1000)
+        if o.status == "ok":
+            self.log.info(logs.FILE_PROCESSED, file=o.file, sha256=o.sha256, bytes=o.bytes,
+                          processed=o.processed, valid=o.valid, errors=o.errors,
+                          duration_ms=o.duration_ms)
+            with self._window_lock:
+                self.window.add(time.monotonic(), o.processed, o.errors)
+            self._check_alert()
+        elif o.status == "quarantined":
+            self.log.warning(logs.FILE_QUARANTINED, file=o.file, sha256=o.sha256, reason=o.reason,
+                             detail=o.detail)
+        else:
+            self.log.info(logs.FILE_DUPLICATE, file=o.file, sha256=o.sha256, bytes=o.bytes)
+
+    # --- scheduled jobs ---------------------------------------------------------------------
+    def _compaction_job(self) -> None:
+        from .compaction import run_pass
+
+        assert self.rt is not None
+        try:
+            run_pass(self.config, self.rt.ledger, metrics=self.metrics)
+        except Exception as exc:  # noqa: BLE001 - a failed pass is retried next interval
+            self.log.error(logs.INTERNAL_ERROR, job="compaction", error=repr(exc),
+                           traceback=traceback.format_exc())
+
+    def _check_alert(self) -> None:
+        with self._window_lock:
+            ratio, processed, errors = self.window.ratio(time.monotonic())
+            threshold = self.window.threshold
+            if not self.window.alerting and processed and ratio > threshold:
+                self.window.alerting = True
+                self.log.warning(logs.ALERT, error_ratio=round(ratio, 4), threshold=threshold,
+                                 processed=processed, errors=errors,
+                                 window_s=self.window.window)
+            elif self.window.alerting and ratio <= threshold:
+                self.window.alerting = False
+                self.log.info(logs.ALERT_CLEARED, error_ratio=round(ratio, 4), threshold=threshold,
+                              processed=processed, errors=errors, window_s=self.window.window)
+
+    def _metrics_job(self) -> None:
+        assert self.rt is not None
+        self._refresh_backlog()
+        totals = self.rt.ledger.counters()
+        now = time.monotonic()
+        t0, files0, records0 = self._last_metrics
+        files = totals["files_ok"] + totals["files_quarantined"] + totals["files_duplicate"]
+        records = totals["records_processed"]
+        dt = max(now - t0, 1e-9)
+        self._last_metrics = (now, files, records)
+        with self._window_lock:
+            ratio, _p, _e = self.window.ratio(now)
+        snap = self.metrics.snapshot()
+        self.log.info(logs.METRICS, **totals, files_per_s=round((files - files0) / dt, 3),
+                      records_per_s=round((records - records0) / dt, 1),
+                      error_ratio_window=round(ratio, 4), backlog=snap.get("backlog"),
+                      oldest_waiting_age_s=snap.get("oldest_waiting_age_s"),
+                      intake_paused=self.paused)
+        self._check_alert()
+
+    def _update_backlog(self) -> None:
+        assert self.watcher is not None
+        oldest = self.watcher.oldest_mtime
+        age = max(0.0, time.time() - oldest) if oldest is not None else 0.0
+        self.metrics.set_backlog(self.watcher.backlog, age)
+
+    # --- reload -----------------------------------------------------------------------------
+    def reload(self) -> None:
+        """SIGHUP: re-reads logging, metrics and compaction settings; the rest needs a restart."""
+        source = self.config.source
+        try:
+            new = load_config(source)
+        except ConfigError as exc:
+            self.log.error("config_reload_failed", error=str(exc))
+            return
+        with self._window_lock:
+            self.window.window = new.metrics.alert_window_seconds
+            self.window.threshold = new.metrics.alert_error_ratio
+        if self.scheduler is not None:
+            self.scheduler.reschedule_job("compaction", trigger="interval",
+                                          seconds=new.compaction.interval_seconds)
+            self.scheduler.reschedule_job("metrics", trigger="interval",
+                                          seconds=new.metrics.interval_seconds)
+        ignored = [name for name in ("paths", "ingest", "transform", "api")
+                   if getattr(new, name) != getattr(self.config, name)]
+        self.config = dataclasses.replace(self.config, logging=new.logging, metrics=new.metrics,
+                                          compaction=new.compaction)
+        # Logged before the new logging settings apply, so a stricter level cannot hide it.
+        self.log.info("config_reloaded", applied=["logging", "metrics", "compaction"],
+                      needs_restart=ignored)
+        logs.configure(new.logging.level, new.logging.format)
+        self.log = logs.get_logger()
+
+    # --- the main loop and shutdown ---------------------------------------------------------
+    def serve(self) -> None:
+        ping = watchdog_interval()
+        tick = min(ping or 1.0, 1.0)
+        last_ping = last_count = 0.0
+        while not self.stop_event.wait(tick):
+            if self.reload_flag.is_set():
+                self.reload_flag.clear()
+                self.reload()
+            now = time.monotonic()
+            if now - last_count >= 2.0:
+                last_count = now
+                self._refresh_backlog()
+            if ping is not None and now - last_ping >= ping:
+                # WATCHDOG=1 only while the worker loop makes progress, not from a timer alone.
+                if now - self.heartbeat < max(ping * 2, 5.0):
+                    self.notifier.send("WATCHDOG=1", f"STATUS={self._status()}")
+                    last_ping = now
+            elif self.notifier.enabled:
+                self.notifier.send(f"STATUS={self._status()}")
+
+    def _refresh_backlog(self) -> None:
+        assert self.watcher is not None
+        try:
+            self.watcher.refresh_backlog()
+        except OSError:
+            return
+        self._update_backlog()
+
+    def _status(self) -> str:
+        if self.rt is None:
+            return "starting"
+        c = self.rt.ledger.counters()
+        backlog = self.watcher.backlog if self.watcher else 0
+        return (f"{c['files_ok']} files ok, {c['files_quarantined']} quarantined, "
+                f"{c['files_duplicate']} duplicate, {c['files_dead_lettered']} dead-lettered; "
+                f"backlog {backlog}" + ("; intake paused" if self.paused else ""))
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+        self.intake.wake()
+
+    def shutdown(self) -> None:
+        """Stops intake, finishes or abandons the file in hand, closes everything; < 10 s."""
+        self.notifier.send("STOPPING=1")
+        self.log.info(logs.DAEMON_STOPPING)
+        deadline = time.monotonic() + STOP_DEADLINE_S
+        self.stop_event.set()
+        self.intake.wake()
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.worker is not None:
+            self.worker.join(timeout=max(0.0, deadline - time.monotonic() - 3.0))
+            if self.worker.is_alive():
+                self.cancel.set()  # abandon the file in hand: staged outputs are dropped
+                self.worker.join(timeout=max(0.0, deadline - time.monotonic() - 1.0))
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+        if self.api is not None:
+            self.api.close()
+        if self.pipeline is not None:
+            self.pipeline.close()
+        if self.rt is not None and (self.worker is None or not self.worker.is_alive()):
+            self.rt.close()
+        self.notifier.close()
+
+
+def run_daemon(config: Config) -> int:
+    """`logwatchd run`: the daemon in the foreground. Returns the exit code."""
+    logs.configure(config.logging.level, config.logging.format)
+    daemon = Daemon(config)
+
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        daemon.request_stop()
+
+    def on_hup(signum: int, frame: FrameType | None) -> None:
+        daemon.reload_flag.set()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
+    try:
+        daemon.start()
+    except LedgerError as exc:
+        daemon.log.error("startup_failed", error=str(exc))
+        print(f"logwatchd: {exc}", file=sys.stderr)
+        daemon.shutdown()
+        return 1
+    except OSError as exc:
+        daemon.log.error("startup_failed", error=str(exc))
+        print(f"logwatchd: cannot start: {exc}", file=sys.stderr)
+        daemon.shutdown()
+        return 1
+    try:
+        daemon.serve()
+    finally:
+        daemon.shutdown()
+    return 0

@@ -1,0 +1,296 @@
+"""Watching and scanning the inbox → a bounded queue of files ready to take. No processing here.
+
+A file is ready on close-after-write or on being renamed into the inbox; a file seen any
+other way (a rescan, a create/modify without close, the backlog at start-up) is ready once
+its writer has not touched it for `settle_seconds` and no writer is known to hold it open.
+The watchdog observer thread only records events; a tick thread settles and enqueues.
+The queue is bounded: past its capacity a file is left in the inbox, and the next rescan
+(brought forward as soon as the queue drains) picks it up — the inbox is the durable queue.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Callable
+
+from watchdog.events import (FileClosedEvent, FileClosedNoWriteEvent, FileCreatedEvent,
+                             FileModifiedEvent, FileMovedEvent, FileOpenedEvent,
+                             FileSystemEvent, FileSystemEventHandler)
+from watchdog.observers import Observer
+
+from .config import IngestConfig
+
+
+class Intake:
+    """The bounded FIFO of inbox files ready to be processed; a path is in it at most once."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._q: deque[Path] = deque()
+        self._members: set[Path] = set()   # queued or being processed
+        self._since: dict[Path, float] = {}  # wall time each waiting file was first queued
+        self._cv = threading.Condition()
+        self.overflowed = False
+
+    def offer(self, path: Path, front: bool = False) -> bool:
+        """Queues a path unless it is already queued or in hand; False when the queue is full."""
+        with self._cv:
+            if path in self._members:
+                return True
+            if len(self._q) >= self.capacity and not front:
+                self.overflowed = True
+                return False
+            (self._q.appendleft if front else self._q.append)(path)
+            self._members.add(path)
+            self._since.setdefault(path, time.time())
+            self._cv.notify()
+            return True
+
+    def retry(self, path: Path) -> None:
+        """Puts the path in hand back at the head of the queue (a retry keeps its place)."""
+        with self._cv:
+            self._q.appendleft(path)
+            self._cv.notify()
+
+    def take(self, timeout: float) -> Path | None:
+        with self._cv:
+            if not self._q:
+                self._cv.wait(timeout)
+            return self._q.popleft() if self._q else None
+
+    def done(self, path: Path) -> None:
+        with self._cv:
+            self._members.discard(path)
+            self._since.pop(path, None)
+
+    def contains(self, path: Path) -> bool:
+        with self._cv:
+            return path in self._members
+
+    def wake(self) -> None:
+        with self._cv:
+            self._cv.notify_all()
+
+    def __len__(self) -> int:
+        with self._cv:
+            return len(self._q)
+
+    def room(self) -> int:
+        with self._cv:
+            return self.capacity - len(self._q)
+
+
+def writer_active(path: Path) -> bool:
+    """True when some process holds the file open for writing (a Linux read lease says so).
+
+    Taking a read lease fails with EAGAIN exactly when the file is open for writing. It
+    needs ownership of the file or CAP_LEASE; without them this check says False and the
+    inotify open/close bookkeeping and the settle time decide alone.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        return False
+    except OSError as exc:
+        return exc.errno == errno.EAGAIN
+    finally:
+        os.close(fd)
+
+
+class _Handler(FileSystemEventHandler):
+    """Runs on the observer thread: records what happened, never touches file contents."""
+
+    def __init__(self, watcher: "InboxWatcher") -> None:
+        self.w = watcher
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        w = self.w
+        if isinstance(event, FileMovedEvent):
+            dest = Path(os.fsdecode(event.dest_path))
+            if dest.parent == w.inbox:
+                w.ready_now(dest)
+            return
+        path = Path(os.fsdecode(event.src_path))
+        if path.parent != w.inbox:
+            return
+        if isinstance(event, FileOpenedEvent):
+            w.note_open(path, +1)
+        elif isinstance(event, FileClosedEvent):
+            w.note_open(path, -1)
+            w.ready_now(path)
+        elif isinstance(event, FileClosedNoWriteEvent):
+            w.note_open(path, -1)
+        elif isinstance(event, (FileCreatedEvent, FileModifiedEvent)):
+            w.note_seen(path)
+
+
+class InboxWatcher:
+    """inotify events + periodic rescans → `Intake`, with settle-time bookkeeping."""
+
+    def __init__(self, inbox: Path, ingest: IngestConfig, intake: Intake,
+                 on_refused_name: Callable[[Path], None] | None = None) -> None:
+        self.inbox = inbox
+        self.ingest = ingest
+        self.intake = intake
+        self._lock = threading.Lock()
+        self._pending: dict[Path, tuple[int, int, float]] = {}  # path -> (size, mtime_ns, since)
+        self._opens: dict[Path, int] = {}
+        self._observer: Observer | None = None
+        self._stop = threading.Event()
+        self._tick: threading.Thread | None = None
+        self._next_rescan = 0.0
+        self.backlog = 0
+        self.oldest_mtime: float | None = None
+        self.last_tick = time.monotonic()
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Starts watching, then scans the backlog (so nothing lands unseen in between)."""
+        observer = Observer()
+        observer.schedule(_Handler(self), os.fspath(self.inbox), recursive=False)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+        self.rescan()
+        self._tick = threading.Thread(target=self._tick_loop, name="inbox-tick", daemon=True)
+        self._tick.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+        if self._tick is not None:
+            self._tick.join(timeout=5)
+
+    def alive(self) -> bool:
+        """The observer thread runs and the tick loop has run recently."""
+        return (self._observer is not None and self._observer.is_alive()
+                and time.monotonic() - self.last_tick < 30)
+
+    # --- events (observer thread) -----------------------------------------------------------
+    def wanted(self, path: Path) -> bool:
+        return self.ingest.matches(path.name)
+
+    def ready_now(self, path: Path) -> None:
+        """A close-after-write or a rename into the inbox: take it, unless still open elsewhere."""
+        if not self.wanted(path):
+            return
+        with self._lock:
+            if self._opens.get(path, 0) > 0:
+                self._pending.setdefault(path, (-1, -1, time.monotonic()))
+                return
+            self._pending.pop(path, None)
+        if not self.intake.offer(path):
+            return  # full: the rescan finds it
+
+    def note_open(self, path: Path, delta: int) -> None:
+        if not self.wanted(path):
+            return
+        with self._lock:
+            n = self._opens.get(path, 0) + delta
+            if n > 0:
+                self._opens[path] = n
+            else:
+                self._opens.pop(path, None)
+
+    def note_seen(self, path: Path) -> None:
+        if not self.wanted(path) or self.intake.contains(path):
+            return
+        with self._lock:
+            self._pending[path] = (-1, -1, time.monotonic())
+
+    def defer(self, path: Path) -> None:
+        """The worker found a writer still active: settle it again later."""
+        with self._lock:
+            self._pending[path] = (-1, -1, time.monotonic())
+
+    # --- settling and rescanning (tick thread) ---------------------------------------------
+    def _tick_loop(self) -> None:
+        interval = max(0.05, min(0.25, self.ingest.settle_seconds / 4))
+        while not self._stop.wait(interval):
+            self.last_tick = time.monotonic()
+            try:
+                self._settle()
+                now = time.monotonic()
+                overflow_drained = self.intake.overflowed and self.intake.room() > self.intake.capacity // 2
+                if now >= self._next_rescan or overflow_drained:
+                    self.rescan()
+            except OSError:
+                continue  # e.g. the inbox briefly unreadable: try again next tick
+
+    def _settle(self) -> None:
+        now = time.monotonic()
+        settle = self.ingest.settle_seconds
+        with self._lock:
+            items = list(self._pending.items())
+        for path, (size, mtime, since) in items:
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                with self._lock:
+                    self._pending.pop(path, None)
+                    self._opens.pop(path, None)
+                continue
+            if (st.st_size, st.st_mtime_ns) != (size, mtime):
+                with self._lock:
+                    if path in self._pending:
+                        self._pending[path] = (st.st_size, st.st_mtime_ns, now)
+                continue
+            with self._lock:
+                if now - since < settle or self._opens.get(path, 0) > 0:
+                    continue
+            if self.intake.offer(path):
+                with self._lock:
+                    self._pending.pop(path, None)
+
+    def _list(self) -> list[tuple[float, Path]]:
+        """(mtime, path) of every matching non-directory entry; also recounts the backlog."""
+        found: list[tuple[float, Path]] = []
+        with os.scandir(self.inbox) as it:
+            for entry in it:
+                if not self.ingest.matches(entry.name):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if not stat.S_ISDIR(st.st_mode):
+                    found.append((st.st_mtime, Path(entry.path)))
+        self.backlog = len(found)
+        self.oldest_mtime = min((m for m, _ in found), default=None)
+        return found
+
+    def refresh_backlog(self) -> None:
+        """Recounts the files waiting in the inbox (for /stats and the metrics event)."""
+        self._list()
+
+    def rescan(self) -> None:
+        """Lists the inbox: queues settled files (oldest first) and tracks the others."""
+        self.intake.overflowed = False
+        self._next_rescan = time.monotonic() + self.ingest.rescan_seconds
+        wall = time.time()
+        for mtime, path in sorted(self._list(), key=lambda x: x[0]):
+            if self.intake.contains(path):
+                continue
+            with self._lock:
+                if path in self._pending or self._opens.get(path, 0) > 0:
+                    continue
+                if wall - mtime < self.ingest.settle_seconds:
+                    self._pending[path] = (-1, -1, time.monotonic())
+                    continue
+            if not self.intake.offer(path):
+                break  # full: the rest wait for the next rescan

@@ -1,0 +1,131 @@
+"""`logwatchd rebuild-ledger`: a new ledger from what is on disk, for when the old one is lost.
+
+Every output names or carries the SHA-256 of its input: Parquet files in their metadata
+(`logwatchd.input_sha256`), error files in their name, archived and quarantined inputs by
+their content. Per-day counts are recounted from the `action` column. The old ledger, if
+any, is kept beside the new one with a `.broken-<time>` suffix; nothing is deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .config import Config
+from .durable import fsync_dir
+from .ledger import Ledger, utc_iso
+from .runtime import acquire_lock
+from .writers import META_INPUT_SHA, META_SOURCE_FILE
+
+
+def rebuild_ledger(config: Config) -> int:
+    p = config.paths
+    lock = acquire_lock(config)
+    try:
+        tmp = p.state / ".ledger.rebuild.tmp"
+        for f in p.state.glob(".ledger.rebuild.tmp*"):
+            f.unlink()
+        ledger = Ledger.open(tmp)
+        try:
+            summary = _fill(config, ledger)
+        finally:
+            ledger.close()
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        moved = None
+        for suffix in ("", "-wal", "-shm"):
+            old = Path(str(p.ledger) + suffix)
+            if old.exists():
+                aside = Path(f"{p.ledger}.broken-{stamp}{suffix}")
+                os.replace(old, aside)
+                moved = moved or str(aside)
+        os.replace(tmp, p.ledger)
+        for suffix in ("-wal", "-shm"):
+            Path(str(tmp) + suffix).unlink(missing_ok=True)
+        fsync_dir(p.state)
+        summary["old_ledger"] = moved
+        sys.stdout.buffer.write(orjson.dumps(summary) + b"\n")
+        return 0
+    finally:
+        lock.close()
+
+
+def _fill(config: Config, ledger: Ledger) -> dict[str, int]:
+    p = config.paths
+    names: dict[str, str] = {}
+    valid: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    sizes: dict[str, int] = {}
+    counts: Counter[tuple[str, str]] = Counter()
+    outputs: list[tuple[str, str | None, str, str, int, int]] = []
+    for day, f in _partition_files(p.clean, ".parquet"):
+        pf = pq.ParquetFile(f)
+        meta = pf.schema_arrow.metadata or {}
+        sha = meta.get(META_INPUT_SHA, b"").decode() or None
+        rows = pf.metadata.num_rows
+        actions = pf.read(columns=["action"])["action"]
+        for item in pc.value_counts(actions).to_pylist():
+            counts[(day, item["values"])] += item["counts"]
+        if sha:
+            valid[sha] += rows
+            names.setdefault(sha, meta.get(META_SOURCE_FILE, b"").decode("utf-8", "replace"))
+        outputs.append((str(f), sha, "clean", day, rows, f.stat().st_size))
+    for day, f in _partition_files(p.errors, ".jsonl"):
+        sha = f.name[:64]
+        lines = f.read_bytes().count(b"\n")
+        errors[sha] += lines
+        if sha not in names:
+            with open(f, "rb") as fh:
+                first = fh.readline()
+            names[sha] = orjson.loads(first).get("source_file", f.name) if first else f.name
+        outputs.append((str(f), sha, "errors", day, lines, f.stat().st_size))
+    if p.archive is not None:
+        for _day, f in _partition_files(p.archive, ""):
+            sha = _sha256(f)
+            names.setdefault(sha, f.name)
+            sizes[sha] = f.stat().st_size
+    quarantined: dict[str, tuple[str, int, str | None]] = {}
+    if p.quarantine.is_dir():
+        for f in sorted(p.quarantine.iterdir()):
+            if f.name.endswith(".reason.json") or f.name.startswith(".") or f.is_symlink() or not f.is_file():
+                continue
+            sidecar = f.with_name(f.name + ".reason.json")
+            reason = orjson.loads(sidecar.read_bytes()).get("reason") if sidecar.exists() else None
+            quarantined[_sha256(f)] = (f.name, f.stat().st_size, reason)
+    ledger.restore(
+        inputs=[(sha, name, "ok", sizes.get(sha, 0), valid[sha] + errors[sha], valid[sha], errors[sha], None)
+                for sha, name in sorted(names.items())]
+        + [(sha, name, "quarantined", size, 0, 0, 0, reason)
+           for sha, (name, size, reason) in sorted(quarantined.items()) if sha not in names],
+        outputs=outputs, counts=dict(counts), at=utc_iso())
+    return {"inputs": len(names), "quarantined": len(quarantined), "outputs": len(outputs),
+            "rows": sum(valid.values()), "error_lines": sum(errors.values())}
+
+
+def _partition_files(root: Path, suffix: str) -> list[tuple[str, Path]]:
+    out = []
+    if not root.is_dir():
+        return out
+    for part in sorted(root.iterdir()):
+        if not part.is_dir() or not part.name.startswith("date="):
+            continue
+        for f in sorted(part.iterdir()):
+            if f.name.startswith((".", "_")) or not f.name.endswith(suffix) or not f.is_file():
+                continue
+            out.append((part.name[5:], f))
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
