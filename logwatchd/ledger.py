@@ -201,6 +201,23 @@ class Ledger:
             cur = conn.execute("DELETE FROM inputs WHERE sha256 = ? AND outcome = 'quarantined'", (sha256,))
             return cur.rowcount > 0
 
+    def restore(self, inputs: list[tuple], outputs: list[tuple],
+                counts: dict[tuple[str, str], int], at: str) -> None:
+        """Fills an empty ledger in one transaction (rebuild-ledger)."""
+        with self._write_lock, _immediate(self._conn) as conn:
+            conn.executemany(
+                "INSERT INTO inputs (sha256, name, outcome, bytes, processed, valid, errors, reason,"
+                " committed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [(*i, at) for i in inputs])
+            conn.executemany("INSERT INTO outputs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             [(*o, at) for o in outputs])
+            conn.executemany("INSERT INTO daily_counts VALUES (?, ?, ?)",
+                             [(d, a, n) for (d, a), n in counts.items()])
+            ok = [i for i in inputs if i[2] == "ok"]
+            self._bump(conn, {
+                "files_ok": len(ok), "files_quarantined": len(inputs) - len(ok),
+                "records_processed": sum(i[4] for i in ok), "records_valid": sum(i[5] for i in ok),
+                "records_errors": sum(i[6] for i in ok)})
+
     @staticmethod
     def _bump(conn: sqlite3.Connection, deltas: dict[str, int]) -> None:
         conn.executemany("UPDATE counters SET n = n + ? WHERE name = ?",
@@ -209,8 +226,9 @@ class Ledger:
     # --- the journal ------------------------------------------------------------------
     def complete(self, txn: str) -> None:
         """Carries out a committed transaction's moves, then forgets them."""
-        rows = self._conn.execute(
-            "SELECT src, dst, src_sha256 FROM journal WHERE txn = ? ORDER BY id", (txn,)).fetchall()
+        with self._write_lock:  # the write connection is shared: never read mid-transaction
+            rows = self._conn.execute(
+                "SELECT src, dst, src_sha256 FROM journal WHERE txn = ? ORDER BY id", (txn,)).fetchall()
         synced: set[Path] = set()
         for src, dst, sha in rows:
             _apply_move(Path(src), None if dst is None else Path(dst), sha, synced)
@@ -220,7 +238,8 @@ class Ledger:
 
     def recover(self) -> int:
         """Completes every transaction a crash interrupted; returns how many there were."""
-        txns = [r[0] for r in self._conn.execute("SELECT DISTINCT txn FROM journal ORDER BY id")]
+        with self._write_lock:
+            txns = [r[0] for r in self._conn.execute("SELECT txn FROM journal GROUP BY txn ORDER BY min(id)")]
         for txn in txns:
             self.complete(txn)
         return len(txns)
@@ -259,6 +278,14 @@ class Ledger:
 
     def ping(self) -> bool:
         return self._reader().execute("SELECT 1").fetchone() == (1,)
+
+    def last_committed_at(self, outcome: str = "ok") -> str | None:
+        """When the latest input with this outcome was committed (ISO-8601 UTC), if ever."""
+        # Newest first by id: stops at the first match instead of scanning every input.
+        row = self._reader().execute(
+            "SELECT committed_at FROM inputs WHERE outcome = ? ORDER BY id DESC LIMIT 1",
+            (outcome,)).fetchone()
+        return None if row is None else str(row[0])
 
 
 def _connect(path: Path) -> sqlite3.Connection:
