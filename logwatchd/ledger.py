@@ -12,6 +12,7 @@ import hashlib
 import os
 import sqlite3
 import threading
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .durable import fsync_dir, move, sync_dirs
-from .errors import LedgerError
+from .errors import LedgerError, LogwatchdError
 
 SCHEMA_VERSION = "1"
 
@@ -40,7 +41,7 @@ CREATE TABLE inputs (              -- one row per processing (dedupe = false all
 CREATE INDEX inputs_by_sha ON inputs (sha256);
 CREATE TABLE outputs (               -- the catalog of live data and error files
     path TEXT PRIMARY KEY,
-    input_sha256 TEXT,                -- NULL for a compacted file (see output_sources)
+    input_sha256 TEXT,                -- NULL for a compacted file (rows of many inputs)
     kind TEXT NOT NULL,               -- clean | errors
     date TEXT NOT NULL,
     rows INTEGER NOT NULL,
@@ -61,6 +62,10 @@ CREATE TABLE journal (               -- file moves committed but maybe not yet d
     src_sha256 TEXT                   -- when set, src is moved only if its content matches
 );
 """
+
+class CatalogChanged(LogwatchdError):
+    """A compaction's sources are no longer all live: its transaction changed nothing."""
+
 
 COUNTERS = ("files_ok", "files_quarantined", "files_duplicate", "files_dead_lettered",
             "records_processed", "records_valid", "records_errors")
@@ -286,6 +291,52 @@ class Ledger:
             "SELECT committed_at FROM inputs WHERE outcome = ? ORDER BY id DESC LIMIT 1",
             (outcome,)).fetchone()
         return None if row is None else str(row[0])
+
+    # --- compaction -------------------------------------------------------------------
+    def compaction_snapshot(self, kind: str = "clean") -> list[sqlite3.Row]:
+        """The live files a compaction pass may merge, ordered by partition and age.
+
+        One statement, so one consistent read: files whose publishing rename is still in
+        the journal (committed, not yet on disk under their final name) are left out.
+        """
+        return self._reader().execute(
+            "SELECT * FROM outputs WHERE kind = ? AND path NOT IN "
+            "(SELECT dst FROM journal WHERE dst IS NOT NULL) ORDER BY date, created_at, path",
+            (kind,)).fetchall()
+
+    def commit_compaction(self, replaced: list[Path], merged: list[Output],
+                          now: datetime | None = None) -> str:
+        """Swaps `replaced` for `merged` (staged, fsynced) in the catalog; returns the journal id.
+
+        One transaction: every replaced file must still be live and the row counts must
+        agree, else CatalogChanged and nothing changes. The journal lists the publishing
+        renames first and the deletions after them, so a reader listing the directory may
+        briefly see both generations but never neither. Counts are untouched: compaction
+        moves rows, it never adds or removes one.
+        """
+        at = utc_iso(now)
+        txn = f"compact:{merged[0].date if merged else ''}:{at}:{uuid.uuid4().hex}"
+        with self._write_lock, _immediate(self._conn) as conn:
+            rows = 0
+            for path in replaced:
+                row = conn.execute("SELECT kind, rows FROM outputs WHERE path = ?",
+                                   (str(path),)).fetchone()
+                if row is None or row[0] != "clean":
+                    raise CatalogChanged(f"{path} is no longer a live data file")
+                rows += row[1]
+            if rows != sum(o.rows for o in merged):
+                raise CatalogChanged(f"the merged files hold {sum(o.rows for o in merged)} rows, "
+                                     f"their sources {rows}")
+            conn.executemany("DELETE FROM outputs WHERE path = ?", [(str(p),) for p in replaced])
+            # A plain INSERT: a name that is already live is a bug, and aborts the swap.
+            conn.executemany(
+                "INSERT INTO outputs VALUES (?, NULL, ?, ?, ?, ?, ?)",
+                [(str(o.path), o.kind, o.date, o.rows, o.bytes, at) for o in merged])
+            moves = ([(txn, str(o.staged), str(o.path), None) for o in merged]
+                     + [(txn, str(p), None, None) for p in replaced])
+            conn.executemany("INSERT INTO journal (txn, src, dst, src_sha256) VALUES (?, ?, ?, ?)",
+                             moves)
+        return txn
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -1,0 +1,343 @@
+"""Compaction: merges each partition's small Parquet files into few large ones, crash-safely.
+
+Plain functions; only the daemon knows about the scheduler. One pass:
+
+1. snapshot the catalog of live clean files (the ledger's `outputs`) once, at the start;
+   files committed later are not in it and are never touched by this pass;
+2. for each partition holding at least `compaction.min_files` small files (smaller than
+   `compaction.target_file_bytes`): read them file by file, sort the rows by `ts`, and
+   write merged files under hidden staging names (`.compacted-<uuid>.parquet.tmp`), each
+   closed once it reaches the target size; fsync them;
+3. one ledger transaction swaps the sources for the merged files in the catalog and
+   journals the publishing renames followed by the deletions of the sources;
+4. `Ledger.complete` renames, deletes, fsyncs the directory and clears the journal.
+
+A crash before step 3 leaves only staging files, which start-up removes; a crash after it
+leaves a journal, which start-up replays. No lock is held while merging: ingestion waits
+at most for the one transaction of step 3.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+import time
+import traceback
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import date as Date, datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from . import logs
+from .config import Config
+from .durable import staged_name
+from .errors import is_transient
+from .ledger import Ledger, Output
+from .records import CLEAN_SCHEMA, utc_now
+from .writers import PARQUET_COMPRESSION
+
+MERGED_PREFIX = "compacted-"
+META_INPUT_SHAS = b"logwatchd.input_sha256s"   # JSON list: the inputs whose rows a merged file holds
+META_COMPACTED_AT = b"logwatchd.compacted_at"
+
+SORT_KEYS = [("ts", "ascending"), ("source_file", "ascending"), ("source_line", "ascending")]
+MAX_ROW_GROUP_ROWS = 131_072       # DuckDB and Spark parallelise by row group; ~DuckDB's own size
+# A merged file may pass the target by at most one row group: row groups are sized to
+# about this fraction of the target.
+ROW_GROUPS_PER_FILE = 8
+# Before the first merged file of a pass has been measured, rows are assumed to shrink to
+# this share of their small files' bytes (their per-file footers go away). Too low only
+# means reading a little more before writing; the writer then learns the real figure.
+FIRST_GUESS_RATIO = 0.5
+READ_AHEAD = 1.05                  # read this much more than one file's worth before writing
+# Merged files of one transaction: bounds the disk a transaction stages before publishing.
+MAX_FILES_PER_TRANSACTION = 8
+
+_SRC = "__source_index"            # per-row index of the source file, while merging only
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+Clock = Callable[[], datetime]
+Step = Callable[[str, str], None]
+
+
+@dataclass
+class PartitionResult:
+    """What one partition's compaction did, as `compaction_done` logs it and `compact` prints it."""
+
+    partition: str                 # the directory name, "date=YYYY-MM-DD"
+    date: str
+    files_in: int = 0
+    files_out: int = 0
+    rows: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
+    duration_ms: float = 0.0
+    error: str | None = None       # set when the partition (or its rest) was left as it was
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"partition": self.partition, "files_in": self.files_in,
+                               "files_out": self.files_out, "rows": self.rows,
+                               "bytes_before": self.bytes_before, "bytes_after": self.bytes_after,
+                               "duration_ms": self.duration_ms}
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@dataclass
+class _Source:
+    path: Path
+    rows: int
+    bytes: int
+    input_sha256: str | None       # None: itself a merged file (its inputs are in its metadata)
+
+
+@dataclass
+class _Group:
+    """The sources one transaction replaces, and the merged files that replace them."""
+
+    sources: list[_Source] = field(default_factory=list)
+    outputs: list[Output] = field(default_factory=list)
+
+
+def valid_date(text: str) -> bool:
+    """True for a real calendar date written YYYY-MM-DD."""
+    if not _DATE.fullmatch(text):
+        return False
+    try:
+        Date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+# --- the pass ---------------------------------------------------------------------------------
+def run_pass(config: Config, ledger: Ledger, clock: Clock = utc_now, date: str | None = None,
+             metrics: Any = None, on_step: Step | None = None) -> list[PartitionResult]:
+    """Compacts every partition (or only `date`) that has enough small files; one result each.
+
+    A partition that fails (a source missing, disk full) keeps its files, is reported with
+    `error` set, and is tried again on the next pass; the others go ahead. `on_step(step,
+    date)` is called at each step of the commit protocol ("staged", "committed", "published").
+    """
+    if date is not None and not valid_date(date):
+        raise ValueError(f"not a date (YYYY-MM-DD): {date!r}")
+    log = logs.get_logger()
+    step = on_step or (lambda _step, _date: None)
+    cfg = config.compaction
+    partitions: dict[str, list[_Source]] = {}
+    for row in ledger.compaction_snapshot("clean"):
+        if date is None or row["date"] == date:
+            partitions.setdefault(row["date"], []).append(
+                _Source(Path(row["path"]), row["rows"], row["bytes"], row["input_sha256"]))
+    results = []
+    for day, files in partitions.items():
+        small = [s for s in files if s.bytes < cfg.target_file_bytes]
+        if len(small) < max(cfg.min_files, 2):
+            continue
+        result = _compact_partition(config, ledger, clock, day, small, step)
+        results.append(result)
+        if result.files_in:
+            log.info(logs.COMPACTION_DONE, **result.summary())
+            if metrics is not None:
+                metrics.compaction_done(result.files_in, result.files_out, result.rows,
+                                        result.bytes_before, result.bytes_after,
+                                        result.duration_ms / 1000)
+    return results
+
+
+def _compact_partition(config: Config, ledger: Ledger, clock: Clock, day: str,
+                       small: list[_Source], step: Step) -> PartitionResult:
+    started = time.monotonic()
+    directory = config.paths.clean / f"date={day}"
+    result = PartitionResult(directory.name, day)
+    pending = deque(small)
+    target = config.compaction.target_file_bytes
+    # Output bytes per row: a first guess from the sources, then what the writer measured.
+    bpr = [FIRST_GUESS_RATIO * sum(s.bytes for s in small) / max(1, sum(s.rows for s in small))]
+    try:
+        while len(pending) >= 2:
+            group = _merge_group(pending, directory, day, target, bpr, clock)
+            step("staged", day)
+            try:
+                txn = ledger.commit_compaction([s.path for s in group.sources], group.outputs, clock())
+            except BaseException:
+                _discard(group.outputs)
+                raise
+            step("committed", day)
+            ledger.complete(txn)
+            step("published", day)
+            result.files_in += len(group.sources)
+            result.files_out += len(group.outputs)
+            result.rows += sum(o.rows for o in group.outputs)
+            result.bytes_before += sum(s.bytes for s in group.sources)
+            result.bytes_after += sum(o.bytes for o in group.outputs)
+    except Exception as exc:  # noqa: BLE001 - one partition's trouble must not stop the others
+        result.error = f"{type(exc).__name__}: {exc}"
+        logs.get_logger().error(
+            logs.INTERNAL_ERROR, during="compaction", partition=result.partition,
+            transient=is_transient(exc), error=repr(exc),
+            traceback=None if is_transient(exc) else traceback.format_exc())
+    result.duration_ms = round((time.monotonic() - started) * 1000, 3)
+    return result
+
+
+# --- merging ----------------------------------------------------------------------------------
+def _merge_group(pending: deque[_Source], directory: Path, day: str, target: int,
+                 bpr: list[float], clock: Clock) -> _Group:
+    """Consumes sources from `pending` and writes them, sorted by `ts`, into staged merged files.
+
+    Memory holds about one merged file's worth of rows: sources are read until their rows
+    should fill one file, sorted, and written a row group at a time until the file reaches
+    the target; the rows left over wait, sorted, for the next file. A file that runs out
+    of rows before the target while sources remain is discarded and rewritten with more
+    (it happens once at most, when the first guess of `bpr` was too high).
+    """
+    group = _Group()
+    inputs_of: list[list[str]] = []        # per source index: the inputs whose rows it holds
+    buffer: pa.Table | None = None
+    stamp = clock().isoformat()
+    try:
+        while True:
+            tables = [buffer] if buffer is not None else []
+            rows = buffer.num_rows if buffer is not None else 0
+            need = math.ceil(READ_AHEAD * target / bpr[0])
+            while pending and rows < need and len(group.outputs) < MAX_FILES_PER_TRANSACTION:
+                src = pending.popleft()
+                table, inputs = _read_source(src, len(group.sources))
+                group.sources.append(src)
+                inputs_of.append(inputs)
+                tables.append(table)
+                rows += table.num_rows
+            last = not pending or len(group.outputs) >= MAX_FILES_PER_TRANSACTION
+            if rows == 0:
+                break
+            table = pa.concat_tables(tables)
+            del tables
+            order = pc.sort_indices(table, sort_keys=SORT_KEYS)
+            out = _MergedFile(directory / f"{MERGED_PREFIX}{uuid.uuid4().hex}.parquet")
+            rg_rows = max(1, min(MAX_ROW_GROUP_ROWS, int(target / ROW_GROUPS_PER_FILE / bpr[0])))
+            done = 0
+            try:
+                while done < rows and out.size < target:
+                    part = table.take(order.slice(done, rg_rows))
+                    out.write(part)
+                    done += part.num_rows
+            except BaseException:
+                out.abort()
+                raise
+            if out.size < target and not last:
+                # Not full, and more sources to read: learn the real row size and redo it.
+                bpr[0] = max(1.0, out.size / done)
+                out.abort()
+                buffer = table
+                continue
+            meta = {META_INPUT_SHAS: orjson.dumps(sorted({sha for i in out.source_indices
+                                                          for sha in inputs_of[i]})),
+                    META_COMPACTED_AT: stamp.encode()}
+            size = out.close(meta)
+            group.outputs.append(Output(out.final, out.staged, "clean", day, out.rows, size))
+            bpr[0] = max(1.0, size / out.rows)
+            buffer = table.take(order.slice(done)) if done < rows else None
+            del table, order
+            if buffer is None and last:
+                break
+    except BaseException:
+        _discard(group.outputs)
+        raise
+    return group
+
+
+def _read_source(src: _Source, index: int) -> tuple[pa.Table, list[str]]:
+    """One listed file (never a directory scan), in the clean schema, tagged with its index."""
+    pf = pq.ParquetFile(src.path)
+    inputs = [src.input_sha256] if src.input_sha256 else _inputs_of_merged(pf)
+    table = pf.read(columns=CLEAN_SCHEMA.names).cast(CLEAN_SCHEMA)
+    if table.num_rows != src.rows:
+        raise ValueError(f"{src.path} holds {table.num_rows} rows, the ledger says {src.rows}")
+    return table.append_column(_SRC, pa.repeat(pa.scalar(index, pa.int32()), table.num_rows)), inputs
+
+
+def _inputs_of_merged(pf: pq.ParquetFile) -> list[str]:
+    raw = (pf.metadata.metadata or {}).get(META_INPUT_SHAS)
+    return list(orjson.loads(raw)) if raw else []
+
+
+class _MergedFile:
+    """One merged file under its staging name, grown a row group at a time, fsynced on close."""
+
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        self.staged = staged_name(final)
+        self.rows = 0
+        self.source_indices: set[int] = set()
+        self._fh = open(self.staged, "wb")
+        self._writer = pq.ParquetWriter(
+            self._fh, CLEAN_SCHEMA, compression=PARQUET_COMPRESSION,
+            sorting_columns=[pq.SortingColumn(CLEAN_SCHEMA.get_field_index("ts"))])
+
+    @property
+    def size(self) -> int:
+        return self._fh.tell()     # each row group reaches the file as it is written
+
+    def write(self, part: pa.Table) -> None:
+        self.source_indices.update(pc.unique(part[_SRC]).to_pylist())
+        self._writer.write_table(part.drop_columns([_SRC]), row_group_size=part.num_rows)
+        self.rows += part.num_rows
+
+    def close(self, metadata: dict[bytes, bytes]) -> int:
+        """Writes the footer and fsyncs; returns the size in bytes."""
+        self._writer.add_key_value_metadata(metadata)
+        self._writer.close()
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        size = self._fh.tell()
+        self._fh.close()
+        return size
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+        except Exception:  # noqa: BLE001 - the staged file is removed anyway
+            pass
+        self._fh.close()
+        self.staged.unlink(missing_ok=True)
+
+
+def _discard(outputs: list[Output]) -> None:
+    """Removes staged merged files that will not be committed (start-up would, too)."""
+    for o in outputs:
+        o.staged.unlink(missing_ok=True)
+
+
+# --- `logwatchd compact` ----------------------------------------------------------------------
+def cli_compact(config: Config, date: str | None) -> int:
+    """One pass now; prints one JSON line per compacted partition. Exit 0, 1 on failure, 2 bad --date."""
+    if date is not None and not valid_date(date):
+        print(f"logwatchd: --date: must be a date written YYYY-MM-DD, got {date!r}", file=sys.stderr)
+        return 2
+    from .runtime import open_runtime
+
+    logs.configure(config.logging.level, config.logging.format, stream=sys.stderr)
+    rt = open_runtime(config)
+    try:
+        results = run_pass(config, rt.ledger, date=date)
+    finally:
+        rt.close()
+    for r in results:
+        sys.stdout.buffer.write(orjson.dumps(r.summary()) + b"\n")
+    sys.stdout.flush()
+    return 0 if all(r.ok for r in results) else 1
