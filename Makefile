@@ -16,7 +16,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	touch $@
 
 run: $(VENV)/.installed
-	$(BIN)/logwatchd process -c $(CONFIG) examples/first.json
+	$(BIN)/logwatchd run -c $(CONFIG)
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

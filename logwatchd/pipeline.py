@@ -8,6 +8,7 @@ Transient I/O errors and bugs propagate: the caller retries or dead-letters.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 import threading
@@ -97,6 +98,7 @@ class Pipeline:
     # --- the one entry point ------------------------------------------------------------
     def process(self, path: Path) -> FileOutcome:
         """Processes one file to its outcome. Raises TransientIOError, FileVanished or a bug."""
+        _failpoint(path.name)
         started = time.monotonic()
         in_inbox = self.in_inbox(path)
         name = display_name(path.name)
@@ -231,6 +233,17 @@ class Pipeline:
         move(path, target, synced)
         sync_dirs(synced)
         return target
+
+
+# Fault injection for tests of the failure paths: every file whose name matches this glob
+# fails as a bug would (RuntimeError). Unset in production.
+FAILPOINT_ENV = "LOGWATCHD_FAILPOINT_PROCESS"
+
+
+def _failpoint(name: str) -> None:
+    pattern = os.environ.get(FAILPOINT_ENV)
+    if pattern and fnmatch.fnmatchcase(name, pattern):
+        raise RuntimeError(f"failpoint {FAILPOINT_ENV} matched {name!r}")
 
 
 def _reason_json(reason: str, detail: str, now: datetime, sha: str | None) -> bytes:

@@ -40,6 +40,20 @@ def assert_exactly_once(env: Env, expected: dict[str, int]) -> None:
     assert not extra and not missing, f"extra={list(extra)[:5]} missing={list(missing)[:5]}"
 
 
+def assert_ledger_consistent(env: Env) -> None:
+    """The ledger's per-day counts equal a scan of the dataset; no journal entry is left over."""
+    import sqlite3
+    con = sqlite3.connect(env.path("state") / "ledger.sqlite3")
+    counted = {(d, a): n for d, a, n in con.execute("SELECT date, action, n FROM daily_counts")}
+    scanned = Counter((r["date"], r["action"]) for r in env.clean_rows())
+    assert counted == dict(scanned)
+    assert con.execute("SELECT count(*) FROM journal").fetchone()[0] == 0
+    live = {r[0] for r in con.execute("SELECT path FROM outputs WHERE kind = 'clean'")}
+    on_disk = {str(p) for p in env.path("clean").rglob("*.parquet") if not p.name.startswith(".")}
+    assert live == on_disk, "the catalog of live files matches the files on disk"
+    con.close()
+
+
 @pytest.fixture
 def daemon(env: Env):
     daemon_config(env)

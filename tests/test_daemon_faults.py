@@ -1,0 +1,172 @@
+"""The daemon under faults (SPEC §9): disk full, permission denied, a bug, kill -9 in a loop."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Env
+from daemon_harness import DaemonProc, daemon_config, drop
+from test_daemon import assert_exactly_once, assert_ledger_consistent, records
+
+IS_ROOT = os.geteuid() == 0
+
+
+@pytest.fixture
+def tmpfs_env(tmp_path: Path):
+    """An Env whose whole root is a 3 MiB tmpfs: a real ENOSPC when it fills."""
+    if not IS_ROOT:
+        pytest.skip("mounting a small tmpfs needs root")
+    env = Env(tmp_path)
+    env.root.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(env.root)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs here: {proc.stderr.strip()}")
+    env.write_config()
+    try:
+        yield env
+    finally:
+        subprocess.run(["umount", "-l", str(env.root)], check=False)
+
+
+def fill(path: Path) -> Path:
+    """Writes a ballast file until the filesystem is full."""
+    with open(path, "wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        except OSError:
+            pass
+        try:
+            os.fsync(fh.fileno())
+        except OSError:
+            pass
+    return path
+
+
+@pytest.mark.slow
+def test_disk_full_pauses_intake_and_loses_nothing(tmpfs_env: Env) -> None:
+    """ENOSPC pauses intake (intake_paused, file_retry); once space returns every line is there once."""
+    env = tmpfs_env
+    daemon_config(env)
+    d = DaemonProc(env)
+    try:
+        d.wait_ready()
+        drop(env, "before.jsonl", records("before", 50))
+        d.wait_event("file_processed")
+        stage = env.root / "stage"
+        stage.mkdir()
+        expected = {"before.jsonl": 50}
+        for i in range(5):
+            name = f"full-{i}.jsonl"
+            (stage / name).write_text(records(name, 400))
+            expected[name] = 400
+        ballast = fill(env.root / "ballast")
+        for name in list(expected)[1:]:
+            os.rename(stage / name, env.inbox / name)
+        d.wait_event("intake_paused", timeout=60)
+        d.wait_event("file_retry")
+        assert any(p.name.startswith("full-") for p in env.inbox.iterdir()), "nothing may leave the inbox"
+        ballast.unlink()
+        d.wait_event("intake_resumed", timeout=90)
+        d.wait_inbox_empty(timeout=90)
+        assert_exactly_once(env, expected)
+        assert_ledger_consistent(env)
+        assert not list(env.root.rglob(".*.tmp"))
+    finally:
+        assert d.stop() == 0
+
+
+@pytest.mark.slow
+def test_permission_denied_pauses_then_resumes(env: Env) -> None:
+    """An unwritable output directory (immutable) pauses intake; lifting it resumes, nothing lost."""
+    if shutil.which("chattr") is None or not IS_ROOT:
+        pytest.skip("needs root and chattr to make a directory unwritable for root")
+    daemon_config(env)
+    d = DaemonProc(env)
+    errors_dir = env.path("errors")
+    try:
+        d.wait_ready()
+        errors_dir.mkdir(parents=True, exist_ok=True)
+        if subprocess.run(["chattr", "+i", str(errors_dir)], capture_output=True).returncode != 0:
+            pytest.skip("this filesystem does not support the immutable attribute")
+        drop(env, "p.jsonl", records("p", 10, bad_every=2))
+        d.wait_event("intake_paused")
+        assert (env.inbox / "p.jsonl").exists()
+        subprocess.run(["chattr", "-i", str(errors_dir)], check=True)
+        d.wait_event("intake_resumed", timeout=90)
+        d.wait_inbox_empty()
+        assert_exactly_once(env, {"p.jsonl": 10})
+    finally:
+        subprocess.run(["chattr", "-i", str(errors_dir)], check=False)
+        d.stop()
+
+
+def test_a_bug_dead_letters_the_file_after_max_attempts(env: Env) -> None:
+    """A file that hits a bug is retried, then dead-lettered with a reason; the daemon lives on."""
+    daemon_config(env, ingest={"max_attempts": 3})
+    d = DaemonProc(env, {"LOGWATCHD_FAILPOINT_PROCESS": "poison*"})
+    try:
+        d.wait_ready()
+        drop(env, "poison.jsonl", records("x", 2))
+        drop(env, "fine.jsonl", records("y", 2))
+        [dl] = d.wait_event("file_dead_lettered", timeout=60)
+        assert dl["file"] == "poison.jsonl" and dl["attempts"] == 3
+        assert len(d.named("file_retry")) >= 3
+        dead = env.path("dead-letter")
+        assert (dead / "poison.jsonl").read_text() == records("x", 2)
+        import json
+        assert json.loads((dead / "poison.jsonl.reason.json").read_text())["reason"] == "internal_error"
+        d.wait_event("file_processed")
+        d.wait_inbox_empty()
+        assert_exactly_once(env, {"fine.jsonl": 2})
+    finally:
+        assert d.stop() == 0
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_steady_stream_eight_times(env: Env) -> None:
+    """kill -9 at random moments while files stream in, restart, eight times: every line once."""
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    # Small chunks send the bigger files through the worker processes too.
+    daemon_config(env, ingest={"chunk_bytes": 32768}, compaction={"interval_seconds": 1.0, "min_files": 2})
+    expected: dict[str, int] = {}
+    counter = iter(range(10**6))
+
+    def produce(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            i = next(counter)
+            name = f"k-{i:05d}.jsonl"
+            n = rng.choice([5, 50, 2000])
+            drop(env, name, records(name, n, bad_every=7))
+            expected[name] = n
+            time.sleep(0.02)
+
+    for round_ in range(8):
+        d = DaemonProc(env)
+        d.wait_ready()
+        producer = threading.Thread(target=produce, args=(rng.uniform(0.5, 2.0),))
+        producer.start()
+        time.sleep(rng.uniform(0.3, 2.5))
+        d.kill()
+        producer.join()
+    d = DaemonProc(env)
+    try:
+        d.wait_ready()
+        d.wait_inbox_empty(timeout=300)
+        assert_exactly_once(env, expected)
+        assert_ledger_consistent(env)
+    finally:
+        assert d.stop() == 0
+    assert not list(env.root.rglob(".*.tmp")), f"seed={seed}: staged files left behind"
