@@ -1,0 +1,188 @@
+"""Drop-to-committed latency of small files through the running daemon (`logwatchd run`).
+
+Small files (100 records each, distinct content) are written under a hidden temporary
+name and renamed into the inbox at a steady rate. A file counts as committed at the first
+of: its `file_processed` log line on the daemon's stdout, or its appearance in the archive
+(the archive rename is part of the commit). While the daemon runs, the HTTP load of
+`bench.http_load` can be measured against it, with files still arriving.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .workload import write_jsonl
+
+
+@dataclass
+class Daemon:
+    """A `logwatchd run` subprocess with its config, reading its JSON log lines as they come."""
+
+    root: Path
+    port: int
+    proc: subprocess.Popen[bytes]
+    events: dict[str, float] = field(default_factory=dict)   # file -> monotonic commit time
+    started: threading.Event = field(default_factory=threading.Event)
+    log_tail: list[str] = field(default_factory=list)
+
+    @property
+    def inbox(self) -> Path:
+        return self.root / "inbox"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            now = time.monotonic()
+            line = raw.decode("utf-8", "replace").strip()
+            self.log_tail = (self.log_tail + [line])[-20:]
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(ev, dict):
+                continue
+            if ev.get("event") == "daemon_started":
+                self.started.set()
+            elif ev.get("event") in ("file_processed", "file_duplicate", "file_quarantined"):
+                self.events.setdefault(str(ev.get("file")), now)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_daemon(root: Path, timeout: float = 30.0) -> Daemon | str:
+    """Starts `logwatchd run` on a fresh root; returns it, or why it could not run."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "inbox").mkdir(exist_ok=True)
+    port = _free_port()
+    config = root / "config.toml"
+    config.write_text(f'[paths]\nroot = "{root}"\n\n[api]\nlisten = "127.0.0.1:{port}"\n')
+    cmd = [sys.executable, "-m", "logwatchd", "run", "-c", str(config)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=root,
+                            start_new_session=True)
+    d = Daemon(root, port, proc)
+    threading.Thread(target=d._read, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if d.started.wait(0.05):
+            return d
+        if proc.poll() is not None:
+            time.sleep(0.2)  # let the reader catch the last lines
+            return f"`logwatchd run` exited with {proc.returncode}: " + " | ".join(d.log_tail[-3:])
+    d.stop()
+    return f"`logwatchd run` logged no daemon_started within {timeout:.0f} s"
+
+
+def make_files(staging: Path, count: int, records: int, prefix: str, seed: int) -> list[Path]:
+    """Distinct small files (no two alike, so dedupe never hides one), written before timing."""
+    staging.mkdir(parents=True, exist_ok=True)
+    return [write_jsonl(staging / f".{prefix}-{i:05d}.jsonl.tmp", records, seed=seed + i)
+            for i in range(count)]
+
+
+def drop_at_rate(files: list[Path], inbox: Path, rate: float,
+                 stop: Callable[[], bool] = lambda: False) -> dict[str, float]:
+    """Renames each file into the inbox at `rate` per second; returns name -> monotonic drop time."""
+    dropped: dict[str, float] = {}
+    t0 = time.monotonic()
+    for i, f in enumerate(files):
+        if stop():
+            break
+        delay = t0 + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        name = f.name[1:-len(".tmp")]
+        dropped[name] = time.monotonic()
+        os.rename(f, inbox / name)
+    return dropped
+
+
+def _archived(root: Path) -> dict[str, float]:
+    seen = {}
+    archive = root / "archive"
+    if archive.is_dir():
+        for day in archive.iterdir():
+            for f in day.iterdir():
+                seen[f.name] = time.monotonic()
+    return seen
+
+
+def measure_latency(d: Daemon, files: int = 300, rate: float = 20.0, records: int = 100,
+                    timeout: float = 60.0) -> dict[str, Any]:
+    """Drops `files` files of `records` lines at `rate`/s; median and p99 of drop-to-committed."""
+    batch = make_files(d.root / "staging", files, records, "lat", seed=10_000)
+    archived: dict[str, float] = {}
+    done = threading.Event()
+
+    def poll_archive() -> None:  # the archive rename is the commit's last visible step
+        while not done.is_set():
+            for name, t in _archived(d.root).items():
+                archived.setdefault(name, t)
+            time.sleep(0.005)
+
+    poller = threading.Thread(target=poll_archive, daemon=True)
+    poller.start()
+    dropped = drop_at_rate(batch, d.inbox, rate)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(n in d.events or n in archived for n in dropped):
+            break
+        time.sleep(0.02)
+    done.set()
+    poller.join()
+    lat = []
+    missing = 0
+    for name, t in dropped.items():
+        ends = [x for x in (d.events.get(name), archived.get(name)) if x is not None]
+        if ends:
+            lat.append((min(ends) - t) * 1000)
+        else:
+            missing += 1
+    lat.sort()
+    return {
+        "files": len(dropped), "records_per_file": records, "rate_per_s": rate,
+        "committed": len(lat), "missing": missing,
+        "median_ms": round(statistics.median(lat), 2) if lat else None,
+        "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 2) if lat else None,
+        "max_ms": round(lat[-1], 2) if lat else None,
+        "from_log_lines": sum(1 for n in dropped if n in d.events),
+    }
+
+
+def ingest_while(d: Daemon, rate: float, seconds: float, work: Callable[[], Any]) -> Any:
+    """Runs `work()` while files keep arriving at `rate`/s (the daemon ingests meanwhile)."""
+    batch = make_files(d.root / "staging", int(rate * (seconds + 5)), 100, "load", seed=50_000)
+    stop = threading.Event()
+    t = threading.Thread(target=drop_at_rate, args=(batch, d.inbox, rate, stop.is_set), daemon=True)
+    t.start()
+    try:
+        return work()
+    finally:
+        stop.set()
+        t.join()
