@@ -1,0 +1,56 @@
+"""The HTTP endpoint inside the running daemon, over a real socket, while files are committed."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+
+from conftest import Env
+from daemon_harness import DaemonProc, daemon_config, drop
+
+
+def get(url: str, method: str = "GET") -> tuple[int, str]:
+    req = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_counts_move_exactly_when_a_file_is_committed(env: Env) -> None:
+    """/logins_today and /counts change by exactly the committed logins, never in between."""
+    daemon_config(env, api=True)
+    d = DaemonProc(env)
+    base = "http://" + env.config.read_text().split('listen = "')[1].split('"')[0]
+    today = datetime.now(timezone.utc)
+    stamp = today.strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        d.wait_ready()
+        d.wait_for(lambda: get(base + "/healthz")[0] == 200, 30, "healthz 200")
+        status, body = get(base + "/logins_today")
+        assert status == 200 and json.loads(body)["logins_today"] == 0
+        for i in range(1, 4):
+            lines = [json.dumps({"timestamp": stamp, "user_id": f"u{i}-{j}", "action": "login"})
+                     for j in range(i * 10)]
+            lines.append(json.dumps({"timestamp": stamp, "user_id": "v", "action": "view"}))
+            drop(env, f"f{i}.jsonl", "\n".join(lines) + "\n")
+            d.wait_event("file_processed", i)
+            assert json.loads(get(base + "/logins_today")[1])["logins_today"] == sum(k * 10 for k in range(1, i + 1))
+        day = today.strftime("%Y-%m-%d")
+        counts = json.loads(get(f"{base}/counts?date={day}")[1])
+        assert counts["counts"] == {"login": 60, "view": 3}
+        one = json.loads(get(f"{base}/counts?date={day}&action=view")[1])
+        assert one["count"] == 3
+        stats = json.loads(get(base + "/stats")[1])
+        assert stats["files"]["processed"] == 3
+        assert stats["records"] == {"processed": 63, "valid": 63, "errors": 0}
+        assert get(f"{base}/counts?date=2026-02-30")[0] == 400
+        assert get(base + "/logins_today", method="POST")[0] == 405
+        assert get(base + "/nope")[0] == 404
+        status, metrics = get(base + "/metrics")
+        assert status == 200 and "logwatchd_" in metrics
+    finally:
+        assert d.stop() == 0
