@@ -207,7 +207,7 @@ class Ledger:
             return cur.rowcount > 0
 
     def restore(self, inputs: list[tuple], outputs: list[tuple],
-                counts: dict[tuple[str, str], int], at: str) -> None:
+                counts: dict[tuple[str, str], int], at: str, counters: dict[str, int]) -> None:
         """Fills an empty ledger in one transaction (rebuild-ledger)."""
         with self._write_lock, _immediate(self._conn) as conn:
             conn.executemany(
@@ -217,11 +217,7 @@ class Ledger:
                              [(*o, at) for o in outputs])
             conn.executemany("INSERT INTO daily_counts VALUES (?, ?, ?)",
                              [(d, a, n) for (d, a), n in counts.items()])
-            ok = [i for i in inputs if i[2] == "ok"]
-            self._bump(conn, {
-                "files_ok": len(ok), "files_quarantined": len(inputs) - len(ok),
-                "records_processed": sum(i[4] for i in ok), "records_valid": sum(i[5] for i in ok),
-                "records_errors": sum(i[6] for i in ok)})
+            self._bump(conn, counters)
 
     @staticmethod
     def _bump(conn: sqlite3.Connection, deltas: dict[str, int]) -> None:

@@ -23,6 +23,7 @@ from .config import Config
 from .durable import fsync_dir
 from .ledger import Ledger, utc_iso
 from .runtime import acquire_lock
+from .compaction import META_INPUT_SHAS
 from .writers import META_INPUT_SHA, META_SOURCE_FILE
 
 
@@ -65,11 +66,15 @@ def _fill(config: Config, ledger: Ledger) -> dict[str, int]:
     sizes: dict[str, int] = {}
     counts: Counter[tuple[str, str]] = Counter()
     outputs: list[tuple[str, str | None, str, str, int, int]] = []
+    total_rows = 0
     for day, f in _partition_files(p.clean, ".parquet"):
         pf = pq.ParquetFile(f)
         meta = pf.schema_arrow.metadata or {}
         sha = meta.get(META_INPUT_SHA, b"").decode() or None
         rows = pf.metadata.num_rows
+        total_rows += rows
+        for merged in orjson.loads(meta.get(META_INPUT_SHAS, b"[]")):  # a compacted file
+            names.setdefault(merged, "")
         actions = pf.read(columns=["action"])["action"]
         for item in pc.value_counts(actions).to_pylist():
             counts[(day, item["values"])] += item["counts"]
@@ -89,7 +94,8 @@ def _fill(config: Config, ledger: Ledger) -> dict[str, int]:
     if p.archive is not None:
         for _day, f in _partition_files(p.archive, ""):
             sha = _sha256(f)
-            names.setdefault(sha, f.name)
+            if not names.get(sha):
+                names[sha] = f.name
             sizes[sha] = f.stat().st_size
     quarantined: dict[str, tuple[str, int, str | None]] = {}
     if p.quarantine.is_dir():
@@ -99,14 +105,19 @@ def _fill(config: Config, ledger: Ledger) -> dict[str, int]:
             sidecar = f.with_name(f.name + ".reason.json")
             reason = orjson.loads(sidecar.read_bytes()).get("reason") if sidecar.exists() else None
             quarantined[_sha256(f)] = (f.name, f.stat().st_size, reason)
-    ledger.restore(
-        inputs=[(sha, name, "ok", sizes.get(sha, 0), valid[sha] + errors[sha], valid[sha], errors[sha], None)
-                for sha, name in sorted(names.items())]
-        + [(sha, name, "quarantined", size, 0, 0, 0, reason)
-           for sha, (name, size, reason) in sorted(quarantined.items()) if sha not in names],
-        outputs=outputs, counts=dict(counts), at=utc_iso())
+    # Rows of compacted files cannot be told apart per input: per-input `valid` is known
+    # only for files not yet compacted; the totals below are exact either way.
+    inputs = [(sha, name, "ok", sizes.get(sha, 0), valid[sha] + errors[sha], valid[sha], errors[sha], None)
+              for sha, name in sorted(names.items())]
+    inputs += [(sha, name, "quarantined", size, 0, 0, 0, reason)
+               for sha, (name, size, reason) in sorted(quarantined.items()) if sha not in names]
+    error_lines = sum(errors.values())
+    ledger.restore(inputs=inputs, outputs=outputs, counts=dict(counts), at=utc_iso(), counters={
+        "files_ok": len(names), "files_quarantined": len(inputs) - len(names),
+        "records_processed": total_rows + error_lines, "records_valid": total_rows,
+        "records_errors": error_lines})
     return {"inputs": len(names), "quarantined": len(quarantined), "outputs": len(outputs),
-            "rows": sum(valid.values()), "error_lines": sum(errors.values())}
+            "rows": total_rows, "error_lines": error_lines}
 
 
 def _partition_files(root: Path, suffix: str) -> list[tuple[str, Path]]:

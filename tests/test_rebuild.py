@@ -54,3 +54,24 @@ def test_rebuild_keeps_the_broken_ledger_aside(env: Env) -> None:
     assert s["status"] == "ok"
     counts, _ = ledger_state(env)
     assert counts == {("2026-11-25", "login"): 2}
+
+
+def test_rebuild_after_compaction(env: Env) -> None:
+    """Compacted files (many inputs each) rebuild to the same counts, and their inputs stay known."""
+    env.write_config(compaction={"min_files": 2})
+    for i in range(4):
+        write(env.base / f"f{i}.jsonl", jsonl(*[REC | {"user_id": f"{i}-{j}"} for j in range(5)], "bad"))
+    env.process(*[env.base / f"f{i}.jsonl" for i in range(4)])
+    env.cli("compact")
+    assert len(list(env.path("clean").rglob("*.parquet"))) == 1
+    before_counts, before_counters = ledger_state(env)
+    for f in env.path("state").glob("ledger.sqlite3*"):
+        f.unlink()
+    out = json.loads(env.cli("rebuild-ledger").stdout)
+    assert out["rows"] == 20 and out["error_lines"] == 4 and out["inputs"] == 4
+    after_counts, after_counters = ledger_state(env)
+    assert after_counts == before_counts
+    for key in ("files_ok", "records_valid", "records_errors", "records_processed"):
+        assert after_counters[key] == before_counters[key], key
+    [s] = env.process(env.base / "f2.jsonl")
+    assert s["status"] == "duplicate"
