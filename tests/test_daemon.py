@@ -122,12 +122,13 @@ def test_symlink_and_fifo_are_refused_while_others_flow(env: Env, daemon: Daemon
     outside = write(env.base / "secret.jsonl", records("secret", 2))
     os.symlink(outside, env.inbox / "link.jsonl")
     os.mkfifo(env.inbox / "pipe.jsonl")
+    os.link(outside, env.inbox / "hard.jsonl")
     drop(env, "ok.jsonl", records("ok", 3))
-    daemon.wait_event("file_refused", 2)
+    daemon.wait_event("file_refused", 3)
     daemon.wait_event("file_processed")
     daemon.wait_inbox_empty()
     refused = {e["file"]: e["reason"] for e in daemon.named("file_refused")}
-    assert refused == {"link.jsonl": "symlink", "pipe.jsonl": "special_file"}
+    assert refused == {"link.jsonl": "symlink", "pipe.jsonl": "special_file", "hard.jsonl": "hard_link"}
     q = env.path("quarantine")
     assert (q / "link.jsonl").is_symlink() and (q / "pipe.jsonl").is_fifo()
     assert json.loads((q / "link.jsonl.reason.json").read_text())["reason"] == "symlink"
@@ -155,6 +156,21 @@ def test_burst_of_2000_files_each_exactly_once(env: Env) -> None:
         assert len(d.named("file_processed")) == 2000
     finally:
         assert d.stop() == 0
+
+
+def test_files_removed_before_they_are_read_are_skipped(env: Env, daemon: DaemonProc) -> None:
+    """Files that vanish between their event and their processing cost nothing; others flow."""
+    daemon.wait_ready()
+    for i in range(50):
+        p = env.inbox / f"gone-{i}.jsonl"
+        p.write_text(records("g", 1))
+        p.unlink()
+    drop(env, "stays.jsonl", records("s", 2))
+    daemon.wait_event("file_processed")
+    time.sleep(1.0)
+    assert daemon.proc.poll() is None
+    assert [e["file"] for e in daemon.named("file_processed")] == ["stays.jsonl"]
+    assert_exactly_once(env, {"stays.jsonl": 2})
 
 
 def test_same_content_twice_is_a_duplicate(env: Env, daemon: DaemonProc) -> None:
