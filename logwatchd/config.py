@@ -124,6 +124,8 @@ class CompactionConfig:
 class ApiConfig:
     enabled: bool = field(default=True, metadata=_key(doc="serve the HTTP endpoint inside the daemon"))
     listen: str = field(default="127.0.0.1:8000", metadata=_key(_listen, "HOST:PORT; keep it on loopback"))
+    max_oldest_file_seconds: float = field(default=600.0, metadata=_key(_positive, "/healthz fails while a file has waited in the inbox longer than this"))
+    min_free_bytes: int = field(default=104857600, metadata=_key(_non_negative, "/healthz fails while paths.root has less free space than this; 0 turns the check off"))
 
     @property
     def host(self) -> str:
