@@ -4,6 +4,10 @@ A large file is cut into independent chunks; each worker owns one Parquet part p
 date for the input in hand, so the parts of one input are `<sha>-<worker>.parquet`. Results
 come back in any order and are re-sequenced, so error lines keep the file's line order.
 At most `2 × workers` chunks are in flight: memory is bounded by the chunk size.
+
+The chunks of an uncompressed file are not sent through the pipes: the parent only hashes
+the bytes and finds the newline-aligned cuts, and sends (offset, length, CRC-32); the
+worker reads the range itself and checks the CRC, so a file changed meanwhile is noticed.
 """
 
 from __future__ import annotations
@@ -12,11 +16,14 @@ import multiprocessing as mp
 import os
 import queue
 import traceback
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .errors import MalformedFile
+import pyarrow as pa
+
+from .errors import MalformedFile, TransientIOError
 from .reader import Chunk, Elements, Lines, LongLine
 from .records import ChunkResult, RecordBatcher, RecordError, split_by_date
 from .writers import PartitionedParquet, parquet_schema
@@ -35,6 +42,9 @@ class JobSpec:
     max_line_bytes: int
 
 
+SLICE_BYTES = 1 << 20  # JSON Lines parsed per step inside a chunk
+
+
 class ChunkSink:
     """Processes chunks of one input and writes its valid rows to staged Parquet parts."""
 
@@ -51,7 +61,7 @@ class ChunkSink:
             return res
         try:
             if isinstance(chunk, Lines):
-                table, res = self.batcher.process_lines(chunk.data, chunk.first, chunk.strip_bom)
+                table, res = self._lines(chunk)
             else:
                 table, res = self.batcher.process_elements(chunk.items, chunk.first)
         except RecordError as exc:  # only raised for array elements
@@ -60,6 +70,33 @@ class ChunkSink:
             for day, part in split_by_date(table):
                 self.parquet.write(day, part)
         return res
+
+    def _lines(self, chunk: Lines) -> tuple[pa.Table | None, ChunkResult]:
+        """A chunk in slices: the Python objects of one slice at a time, one row group per chunk.
+
+        The parsed lines cost several times their size as Python objects; Arrow columns
+        cost about their size. Slicing keeps a worker's memory near the chunk size.
+        """
+        data = chunk.data
+        if len(data) <= SLICE_BYTES:
+            return self.batcher.process_lines(data, chunk.first, chunk.strip_bom)
+        total = ChunkResult()
+        tables = []
+        first = chunk.first
+        pos = 0
+        while pos < len(data):
+            end = data.rfind(b"\n", pos, pos + SLICE_BYTES) + 1
+            if end <= pos:  # one line longer than a slice: up to its end
+                end = data.find(b"\n", pos + SLICE_BYTES) + 1 or len(data)
+            table, res = self.batcher.process_lines(data[pos:end], first, chunk.strip_bom and pos == 0)
+            first += data.count(b"\n", pos, end)
+            pos = end
+            total.merge(res)
+            if table is not None:
+                tables.append(table)
+        if not tables:
+            return None, total
+        return (tables[0] if len(tables) == 1 else pa.concat_tables(tables)), total
 
     def close(self) -> list[tuple[str, Path, int, int]]:
         return self.parquet.close()
@@ -82,9 +119,45 @@ class LocalRunner:
             raise
 
 
+@dataclass(frozen=True)
+class Span:
+    """Where a Lines chunk lies in the input: what a worker needs to read it itself."""
+
+    first: int
+    offset: int
+    length: int
+    crc: int
+    strip_bom: bool
+    origin: str
+
+
+class _SpanReader:
+    """Reads spans of the input in hand from a worker, through its own descriptor."""
+
+    def __init__(self) -> None:
+        self.origin: str | None = None
+        self.fd = -1
+
+    def read(self, span: Span) -> Lines:
+        if span.origin != self.origin:
+            self.close()
+            self.fd = os.open(span.origin, os.O_RDONLY | os.O_CLOEXEC)
+            self.origin = span.origin
+        data = os.pread(self.fd, span.length, span.offset)
+        if len(data) != span.length or zlib.crc32(data) != span.crc:
+            raise TransientIOError("the input changed while it was read")
+        return Lines(span.first, data, strip_bom=span.strip_bom)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+        self.fd, self.origin = -1, None
+
+
 def _worker_main(wid: int, inq: Any, outq: Any, parent: int) -> None:
     """A worker process: begin / chunk / end / abort messages, one input at a time."""
     sink: ChunkSink | None = None
+    spans = _SpanReader()
     while True:
         try:
             msg = inq.get(timeout=1.0)
@@ -98,12 +171,17 @@ def _worker_main(wid: int, inq: Any, outq: Any, parent: int) -> None:
                 sink = ChunkSink(msg[1], wid)
             elif kind == "chunk":
                 assert sink is not None
-                outq.put((wid, msg[1], "ok", sink.handle(msg[2])))
+                chunk = msg[2]
+                if isinstance(chunk, Span):
+                    chunk = spans.read(chunk)
+                outq.put((wid, msg[1], "ok", sink.handle(chunk)))
             elif kind == "end":
                 assert sink is not None
+                spans.close()
                 outq.put((wid, -1, "ok", sink.close()))
                 sink = None
             elif kind == "abort":
+                spans.close()
                 if sink is not None:
                     sink.abort()
                 sink = None
@@ -111,9 +189,19 @@ def _worker_main(wid: int, inq: Any, outq: Any, parent: int) -> None:
                 return
         except MalformedFile as exc:
             outq.put((wid, msg[1] if kind == "chunk" else -1, "malformed", (exc.reason, exc.detail)))
+        except TransientIOError as exc:
+            outq.put((wid, msg[1] if kind == "chunk" else -1, "transient", str(exc)))
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
             outq.put((wid, msg[1] if kind == "chunk" else -1, "error",
                       f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+
+
+def _as_span(chunk: Chunk) -> Chunk | Span:
+    """A Lines chunk of an uncompressed file travels as its place in the file, not its bytes."""
+    if isinstance(chunk, Lines) and chunk.origin is not None and chunk.offset >= 0:
+        return Span(chunk.first, chunk.offset, len(chunk.data), zlib.crc32(chunk.data),
+                    chunk.strip_bom, chunk.origin)
+    return chunk
 
 
 class WorkerError(Exception):
@@ -163,7 +251,7 @@ class PoolRunner:
                         yield done.pop(next_seq)
                         next_seq += 1
                 wid = load.index(min(load))
-                self._inqs[wid].put(("chunk", seq, chunk))
+                self._inqs[wid].put(("chunk", seq, _as_span(chunk)))
                 load[wid] += 1
                 sent = seq + 1
             while next_seq < sent:
@@ -198,6 +286,8 @@ class PoolRunner:
                 continue
             if status == "malformed":
                 raise MalformedFile(*payload)
+            if status == "transient":
+                raise TransientIOError(payload)
             if status == "error":
                 raise WorkerError(payload)
             return wid, seq, payload

@@ -27,11 +27,18 @@ LONG_PREFIX = 4096  # bytes of an over-long line kept in memory
 
 @dataclass
 class Lines:
-    """Complete JSON Lines text; its first line has number `first`."""
+    """Complete JSON Lines text; its first line has number `first`.
+
+    For an uncompressed file, `origin` (a path that reopens the input: /proc/PID/fd/N) and
+    `offset` say where `data` lies in it, so a worker process can read the bytes itself
+    instead of receiving them through a pipe.
+    """
 
     first: int
     data: bytes
     strip_bom: bool = False
+    offset: int = -1
+    origin: str | None = None
 
 
 @dataclass
@@ -161,12 +168,25 @@ def iter_chunks(src: HashingReader, name: str, chunk_bytes: int, max_line_bytes:
     if stripped.startswith(b"["):
         yield from _array_chunks(stream, body, chunk_bytes, max_line_bytes)
     else:
-        yield from _line_chunks(stream, head, chunk_bytes, max_line_bytes)
+        origin = None if gz else reopen_path(src.raw)
+        yield from _line_chunks(stream, head, chunk_bytes, max_line_bytes, origin)
 
 
-def _line_chunks(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int) -> Iterator[Chunk]:
+def reopen_path(raw: object) -> str | None:
+    """A path that opens the same file as `raw`'s descriptor (even once renamed), or None."""
+    try:
+        fd = raw.fileno()  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return None
+    path = f"/proc/{os.getpid()}/fd/{fd}"
+    return path if os.access(path, os.R_OK) else None
+
+
+def _line_chunks(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int,
+                 origin: str | None = None) -> Iterator[Chunk]:
     line_no = 1
     pending = head
+    base = 0  # offset of pending[0] in the stream (= in the file when uncompressed)
     first = True
     eof = False
     while pending or not eof:
@@ -186,12 +206,14 @@ def _line_chunks(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int)
             prefix = pending[:LONG_PREFIX]
             length, pending = _skip_line(stream, pending)
             yield LongLine(line_no, prefix, length)
+            base += length + 1
             line_no += 1
             first = False
             continue
         data = pending[:cut]
         pending = pending[cut:]
-        yield Lines(line_no, data, strip_bom=first)
+        yield Lines(line_no, data, strip_bom=first, offset=base if origin else -1, origin=origin)
+        base += cut
         line_no += data.count(b"\n")
         first = False
 

@@ -17,6 +17,9 @@ from .durable import ensure_dir, fsync_file, is_staging_name, staged_name
 from .records import CLEAN_SCHEMA
 
 PARQUET_COMPRESSION = "zstd"
+# Dictionary encoding pays only for columns with few distinct values per row group; on
+# the others (attributes, ts, source_line, user_id) it is tried, then abandoned, at a cost.
+DICTIONARY_COLUMNS = ["timestamp", "day_of_week", "action", "source_file"]
 META_INPUT_SHA = b"logwatchd.input_sha256"
 META_SOURCE_FILE = b"logwatchd.source_file"
 
@@ -76,7 +79,8 @@ class PartitionedParquet:
             final = self.final_path(day)
             ensure_dir(final.parent)
             staged = staged_name(final)
-            writer = pq.ParquetWriter(staged, self.schema, compression=PARQUET_COMPRESSION)
+            writer = pq.ParquetWriter(staged, self.schema, compression=PARQUET_COMPRESSION,
+                                      use_dictionary=DICTIONARY_COLUMNS)
             entry = self._writers[day] = (writer, final)
         entry[0].write_table(table.cast(self.schema))
         self.rows[day] = self.rows.get(day, 0) + table.num_rows
