@@ -27,10 +27,12 @@ import time
 import traceback
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date as Date, datetime
+from datetime import date as Date
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -284,7 +286,8 @@ class _MergedFile:
         self.staged = staged_name(final)
         self.rows = 0
         self.source_indices: set[int] = set()
-        self._fh = open(self.staged, "wb")
+        # Kept open across calls: its position is the file's size so far.
+        self._fh = open(self.staged, "wb")  # noqa: SIM115
         self._writer = pq.ParquetWriter(
             self._fh, CLEAN_SCHEMA, compression=PARQUET_COMPRESSION,
             sorting_columns=[pq.SortingColumn(CLEAN_SCHEMA.get_field_index("ts"))])
@@ -311,7 +314,7 @@ class _MergedFile:
     def abort(self) -> None:
         try:
             self._writer.close()
-        except Exception:  # noqa: BLE001 - the staged file is removed anyway
+        except Exception:  # noqa: BLE001, S110 - the staged file is removed anyway
             pass
         self._fh.close()
         self.staged.unlink(missing_ok=True)

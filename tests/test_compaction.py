@@ -8,14 +8,15 @@ import random
 import sqlite3
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import Env, write
-from logwatchd.compaction import META_INPUT_SHAS, MERGED_PREFIX, run_pass
+
+from logwatchd.compaction import MERGED_PREFIX, META_INPUT_SHAS, run_pass
 from logwatchd.config import Config, load_config
 from logwatchd.pipeline import Pipeline
 from logwatchd.records import CLEAN_SCHEMA
@@ -290,7 +291,7 @@ def test_compact_command_prints_one_line_per_partition(env: Env) -> None:
     assert set(line) == {"partition", "files_in", "files_out", "rows", "bytes_before", "bytes_after",
                          "duration_ms"}
     events = [json.loads(x) for x in proc.stderr.splitlines() if x.startswith("{")]
-    assert [e for e in events if e["event"] == "compaction_done"][0]["rows"] == line["rows"]
+    assert next(e for e in events if e["event"] == "compaction_done")["rows"] == line["rows"]
     assert len(partition_files(env, DAYS[0])) == 5
 
     proc = env.cli("compact")

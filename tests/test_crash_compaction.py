@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import sqlite3
@@ -14,8 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, Env, write
+
 from logwatchd.config import load_config
 from logwatchd.runtime import open_runtime
 
@@ -197,7 +196,7 @@ def test_kill_at_each_step_of_the_commit_protocol(env: Env, die_at: str) -> None
     assert_exactly_once_at_rest(env, expected, f"killed at {die_at}")
 
     proc, phases = start(env)                        # and carries on from there
-    out, err = proc.communicate(timeout=120)
+    _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err.decode()
     assert not list(env.inbox.iterdir())
     assert_exactly_once_at_rest(env, expected, "after the run that drained the inbox")
