@@ -124,10 +124,10 @@ def parse_wrk(output: str) -> dict[str, Any]:
     """Reads `wrk --latency` output: requests, errors, rate and latency percentiles."""
     out: dict[str, Any] = {}
     for q in ("50", "99"):
-        match = re.search(rf"^\s+{q}(?:\.0+)?%\s+(\S+)", output, re.M)
+        match = re.search(rf"^\s+{q}(?:\.0+)?%\s+(\S+)", output, re.MULTILINE)
         if match:
             out[f"p{q}_ms"] = round(_ms(match.group(1)), 3)
-    match = re.search(r"^\s+Latency\s+\S+\s+\S+\s+(\S+)", output, re.M)
+    match = re.search(r"^\s+Latency\s+\S+\s+\S+\s+(\S+)", output, re.MULTILINE)
     if match:
         out["max_ms"] = round(_ms(match.group(1)), 3)
     match = re.search(r"([0-9]+) requests in ([0-9.]+)(us|ms|s|m)", output)

@@ -12,11 +12,19 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
-from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector,
-                               ProcessCollector, disable_created_metrics)
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
 # Without this every counter and histogram also exposes a `*_created` timestamp series,
 # doubling what is scraped for no use here (the start time is its own gauge).
@@ -36,7 +44,7 @@ COMPACTION_FIELDS = ("runs", "files_in", "files_out", "rows", "bytes_before", "b
 
 def iso_utc(epoch: float) -> str:
     """An epoch time as ISO-8601 UTC with milliseconds, the ledger's format."""
-    moment = datetime.fromtimestamp(epoch, timezone.utc)
+    moment = datetime.fromtimestamp(epoch, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -8,10 +8,11 @@ import json
 import socket
 import sqlite3
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -25,7 +26,7 @@ from logwatchd.openapi import MAX_ACTION_CHARS, openapi_document
 from logwatchd.pipeline import FileOutcome, Pipeline
 from logwatchd.runtime import Runtime, open_runtime
 
-NOON = datetime(2026, 3, 14, 12, 0, tzinfo=timezone.utc)
+NOON = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
 
 
 class Clock:
@@ -112,7 +113,7 @@ def test_logins_today_counts_exactly_todays_logins(api: Api) -> None:
 
 def test_logins_today_crosses_midnight_in_the_configured_zone(tmp_path: Path) -> None:
     """"Today" is the clock's date in Europe/Berlin: it flips at 23:00 UTC in winter, not at 00:00 UTC."""
-    api = make_api(tmp_path, "Europe/Berlin", now=datetime(2026, 1, 31, 22, 59, 59, 999000, tzinfo=timezone.utc))
+    api = make_api(tmp_path, "Europe/Berlin", now=datetime(2026, 1, 31, 22, 59, 59, 999000, tzinfo=UTC))
     # 21:30Z and 22:30Z are still 31 January in Berlin; 23:10Z, 23:20Z, 23:30Z are 1 February.
     api.commit(rec("2026-01-31T21:30:00Z"), rec("2026-01-31T22:30:00Z"), rec("2026-01-31T23:10:00Z"),
                rec("2026-01-31T23:20:00Z"), rec("2026-01-31T23:30:00Z"))
@@ -463,7 +464,7 @@ def test_real_socket_midnight_in_berlin_without_sleeping(served: tuple[Api, ApiS
     # All on 14 March in UTC; in Berlin two on the 14th, three on the 15th.
     api.commit(rec("2026-03-14T22:30:00Z"), rec("2026-03-14T22:59:00Z"), rec("2026-03-14T23:00:00Z"),
                rec("2026-03-14T23:30:00Z"), rec("2026-03-14T23:45:00Z"))
-    api.clock.now = datetime(2026, 3, 14, 22, 59, 59, tzinfo=timezone.utc)  # 23:59:59 in Berlin
+    api.clock.now = datetime(2026, 3, 14, 22, 59, 59, tzinfo=UTC)  # 23:59:59 in Berlin
     assert get_json(server, "/logins_today")[1] == {"logins_today": 2, "date": "2026-03-14",
                                                     "timezone": "Europe/Berlin"}
     api.clock.now += timedelta(seconds=1)                                  # 00:00:00 in Berlin

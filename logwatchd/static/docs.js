@@ -16,6 +16,15 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
+// Text with `code` spans, as the descriptions are written: odd segments become <code>.
+function rich(text) {
+  const out = document.createDocumentFragment();
+  String(text || "").split("`").forEach((part, i) => {
+    out.append(i % 2 ? el("code", {}, part) : document.createTextNode(part));
+  });
+  return out;
+}
+
 // Resolves local "$ref"s (#/components/...) so schemas can be shown in full.
 function resolve(doc, schema, depth = 0) {
   if (depth > 20 || schema === null || typeof schema !== "object") return schema;
@@ -46,7 +55,7 @@ function parameterRow(param, inputs) {
   return el("tr", {},
     el("td", {}, el("code", {}, param.name), param.required ? el("span", { class: "required" }, " *") : null),
     el("td", {}, input),
-    el("td", {}, param.description || ""));
+    el("td", {}, rich(param.description)));
 }
 
 async function send(method, path, inputs, out) {
@@ -89,7 +98,7 @@ function operation(doc, path, method, op) {
     const content = response.content || {};
     const schemas = Object.entries(content).map(([type, media]) =>
       el("details", {}, el("summary", {}, type), el("pre", {}, JSON.stringify(resolve(doc, media.schema || {}), null, 2))));
-    responses.append(el("tr", {}, el("td", {}, el("code", {}, status)), el("td", {}, response.description || ""), el("td", {}, ...schemas)));
+    responses.append(el("tr", {}, el("td", {}, el("code", {}, status)), el("td", {}, rich(response.description)), el("td", {}, ...schemas)));
   }
   const form = el("form", {},
     params.length ? el("table", {}, ...params.map((p) => parameterRow(p, inputs))) : el("p", {}, "No parameters."),
@@ -101,7 +110,7 @@ function operation(doc, path, method, op) {
       el("span", { class: "path" }, path),
       el("span", { class: "summary" }, op.summary || "")),
     el("div", { class: "body" },
-      el("p", {}, op.description || ""),
+      el("p", {}, rich(op.description)),
       form,
       out,
       el("h3", {}, "Responses"),
@@ -114,7 +123,7 @@ async function main() {
     const response = await fetch("openapi.json");
     const doc = await response.json();
     document.getElementById("title").textContent = `${doc.info.title} ${doc.info.version}`;
-    document.getElementById("description").textContent = doc.info.description || "";
+    document.getElementById("description").replaceChildren(rich(doc.info.description));
     document.title = `${doc.info.title} — HTTP endpoint`;
     for (const [path, item] of Object.entries(doc.paths)) {
       for (const [method, op] of Object.entries(item)) {
