@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator
 import pyarrow as pa
 
 from .errors import MalformedFile, TransientIOError
-from .reader import Chunk, Elements, Lines, LongLine
+from .reader import Chunk, Elements, Lines, LongLine, read_span
 from .records import ChunkResult, RecordBatcher, RecordError, split_by_date
 from .writers import PartitionedParquet, parquet_schema
 
@@ -53,6 +53,8 @@ class ChunkSink:
                                      spec.max_line_bytes)
         self.parquet = PartitionedParquet(spec.clean_dir, f"{spec.stem}-{part}",
                                           parquet_schema(spec.sha256, spec.source_file))
+        self._origin: str | None = None
+        self._fd = -1
 
     def handle(self, chunk: Chunk) -> ChunkResult:
         if isinstance(chunk, LongLine):
@@ -61,6 +63,8 @@ class ChunkSink:
             return res
         try:
             if isinstance(chunk, Lines):
+                if chunk.length >= 0 and not chunk.data:
+                    chunk = read_span(self._open(chunk.origin), chunk)
                 table, res = self._lines(chunk)
             else:
                 table, res = self.batcher.process_elements(chunk.items, chunk.first)
@@ -98,10 +102,26 @@ class ChunkSink:
             return None, total
         return (tables[0] if len(tables) == 1 else pa.concat_tables(tables)), total
 
+    def _open(self, origin: str | None) -> int:
+        """This process's own descriptor of the input (a span names it by /proc/PID/fd/N)."""
+        if origin != self._origin:
+            self._close_input()
+            assert origin is not None
+            self._fd = os.open(origin, os.O_RDONLY | os.O_CLOEXEC)
+            self._origin = origin
+        return self._fd
+
+    def _close_input(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd, self._origin = -1, None
+
     def close(self) -> list[tuple[str, Path, int, int]]:
+        self._close_input()
         return self.parquet.close()
 
     def abort(self) -> None:
+        self._close_input()
         self.parquet.abort()
 
 
@@ -119,45 +139,9 @@ class LocalRunner:
             raise
 
 
-@dataclass(frozen=True)
-class Span:
-    """Where a Lines chunk lies in the input: what a worker needs to read it itself."""
-
-    first: int
-    offset: int
-    length: int
-    crc: int
-    strip_bom: bool
-    origin: str
-
-
-class _SpanReader:
-    """Reads spans of the input in hand from a worker, through its own descriptor."""
-
-    def __init__(self) -> None:
-        self.origin: str | None = None
-        self.fd = -1
-
-    def read(self, span: Span) -> Lines:
-        if span.origin != self.origin:
-            self.close()
-            self.fd = os.open(span.origin, os.O_RDONLY | os.O_CLOEXEC)
-            self.origin = span.origin
-        data = os.pread(self.fd, span.length, span.offset)
-        if len(data) != span.length or zlib.crc32(data) != span.crc:
-            raise TransientIOError("the input changed while it was read")
-        return Lines(span.first, data, strip_bom=span.strip_bom)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-        self.fd, self.origin = -1, None
-
-
 def _worker_main(wid: int, inq: Any, outq: Any, parent: int) -> None:
     """A worker process: begin / chunk / end / abort messages, one input at a time."""
     sink: ChunkSink | None = None
-    spans = _SpanReader()
     while True:
         try:
             msg = inq.get(timeout=1.0)
@@ -171,17 +155,12 @@ def _worker_main(wid: int, inq: Any, outq: Any, parent: int) -> None:
                 sink = ChunkSink(msg[1], wid)
             elif kind == "chunk":
                 assert sink is not None
-                chunk = msg[2]
-                if isinstance(chunk, Span):
-                    chunk = spans.read(chunk)
-                outq.put((wid, msg[1], "ok", sink.handle(chunk)))
+                outq.put((wid, msg[1], "ok", sink.handle(msg[2])))
             elif kind == "end":
                 assert sink is not None
-                spans.close()
                 outq.put((wid, -1, "ok", sink.close()))
                 sink = None
             elif kind == "abort":
-                spans.close()
                 if sink is not None:
                     sink.abort()
                 sink = None
@@ -189,18 +168,18 @@ def _worker_main(wid: int, inq: Any, outq: Any, parent: int) -> None:
                 return
         except MalformedFile as exc:
             outq.put((wid, msg[1] if kind == "chunk" else -1, "malformed", (exc.reason, exc.detail)))
-        except TransientIOError as exc:
+        except TransientIOError as exc:  # the input changed since the parent hashed it
             outq.put((wid, msg[1] if kind == "chunk" else -1, "transient", str(exc)))
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
             outq.put((wid, msg[1] if kind == "chunk" else -1, "error",
                       f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
 
 
-def _as_span(chunk: Chunk) -> Chunk | Span:
+def _as_span(chunk: Chunk) -> Chunk:
     """A Lines chunk of an uncompressed file travels as its place in the file, not its bytes."""
-    if isinstance(chunk, Lines) and chunk.origin is not None and chunk.offset >= 0:
-        return Span(chunk.first, chunk.offset, len(chunk.data), zlib.crc32(chunk.data),
-                    chunk.strip_bom, chunk.origin)
+    if isinstance(chunk, Lines) and chunk.data and chunk.origin is not None and chunk.offset >= 0:
+        return Lines(chunk.first, b"", chunk.strip_bom, chunk.offset, chunk.origin,
+                     len(chunk.data), zlib.crc32(chunk.data))
     return chunk
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, Union
 
-from .errors import FileVanished, MalformedFile, RefusedFile
+from .errors import FileVanished, MalformedFile, RefusedFile, TransientIOError
 
 GZIP_MAGIC = b"\x1f\x8b"
 BOM = b"\xef\xbb\xbf"
@@ -39,6 +39,8 @@ class Lines:
     strip_bom: bool = False
     offset: int = -1
     origin: str | None = None
+    length: int = -1   # with empty `data`: the bytes are only in the file (a span)
+    crc: int = 0       # CRC-32 of those bytes, to notice a file changed since it was hashed
 
 
 @dataclass
@@ -153,8 +155,14 @@ class _Decoded:
             raise MalformedFile("corrupt_gzip", f"cannot decompress: {exc or 'truncated stream'}") from None
 
 
-def iter_chunks(src: HashingReader, name: str, chunk_bytes: int, max_line_bytes: int) -> Iterator[Chunk]:
-    """Splits a (possibly gzipped) JSON Lines or JSON array file into chunks."""
+def iter_chunks(src: HashingReader, name: str, chunk_bytes: int, max_line_bytes: int,
+                spans: bool = True) -> Iterator[Chunk]:
+    """Splits a (possibly gzipped) JSON Lines or JSON array file into chunks.
+
+    An uncompressed JSON Lines file is cut into spans (Lines without data): this process
+    only hashes its bytes and finds the cuts; whoever processes a span reads it again from
+    the page cache (`read_span`), so no chunk is held here or sent through a pipe.
+    """
     gz = name.endswith(".gz") or src.peek(2) == GZIP_MAGIC
     stream = _Decoded(src, gz)
     head = b""
@@ -169,7 +177,10 @@ def iter_chunks(src: HashingReader, name: str, chunk_bytes: int, max_line_bytes:
         yield from _array_chunks(stream, body, chunk_bytes, max_line_bytes)
     else:
         origin = None if gz else reopen_path(src.raw)
-        yield from _line_chunks(stream, head, chunk_bytes, max_line_bytes, origin)
+        if origin is not None and spans:
+            yield from _line_spans(stream, head, chunk_bytes, max_line_bytes, origin)
+        else:
+            yield from _line_chunks(stream, head, chunk_bytes, max_line_bytes, origin)
 
 
 def reopen_path(raw: object) -> str | None:
@@ -216,6 +227,78 @@ def _line_chunks(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int,
         base += cut
         line_no += data.count(b"\n")
         first = False
+
+
+def _line_spans(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int,
+                origin: str) -> Iterator[Chunk]:
+    """Newline-aligned spans of about chunk_bytes, found block by block (memory: one block)."""
+    line_no = 1        # number of the line that starts at `start`
+    start = 0          # offset where the current region begins
+    end = 0            # offset just past the bytes seen so far
+    nl_end = -1        # offset just past the region's last newline (<= start: none yet)
+    nls = 0            # newlines in [start, nl_end)
+    crc_nl = 0         # CRC-32 of [start, nl_end)
+    crc_all = 0        # CRC-32 of [start, end)
+    crc_tail = 0       # CRC-32 of [nl_end, end)
+    prefix = b""       # the first LONG_PREFIX bytes of the region (an over-long line's start)
+    tail_prefix = b""  # ... of [nl_end, end), the next region's start
+    skipping = False   # inside a line longer than max_line, looking for its end
+    first = True
+    block = head
+    while block:
+        view = memoryview(block)
+        i = 0
+        while True:
+            if skipping:
+                j = block.find(b"\n", i)
+                if j < 0:
+                    break
+                yield LongLine(line_no, prefix, end + j - start)
+                line_no += 1
+                first = skipping = False
+                start = end + j + 1
+                nl_end, nls, crc_all, prefix = -1, 0, 0, b""
+                i = j + 1
+            if len(prefix) < LONG_PREFIX:
+                prefix += block[i:i + LONG_PREFIX - len(prefix)]
+            last = block.rfind(b"\n", i)
+            if last >= 0:
+                nls += block.count(b"\n", i, last + 1)
+                crc_nl = zlib.crc32(view[i:last + 1], crc_all)
+                crc_tail = zlib.crc32(view[last + 1:])
+                crc_all = zlib.crc32(view[last + 1:], crc_nl)
+                tail_prefix = block[last + 1:last + 1 + LONG_PREFIX]
+                nl_end = end + last + 1
+            else:
+                crc_all = zlib.crc32(view[i:], crc_all)
+                crc_tail = zlib.crc32(view[i:], crc_tail)
+                if len(tail_prefix) < LONG_PREFIX:
+                    tail_prefix += block[i:i + LONG_PREFIX - len(tail_prefix)]
+            block_end = end + len(block)
+            if nl_end > start and block_end - start >= chunk_bytes:
+                yield Lines(line_no, b"", strip_bom=first, offset=start, origin=origin,
+                            length=nl_end - start, crc=crc_nl)
+                line_no += nls
+                first = False
+                start, nls, crc_all, prefix = nl_end, 0, crc_tail, tail_prefix
+            if nl_end <= start and block_end - start > max_line:
+                skipping = True  # the region is one line, already too long
+            break
+        end += len(block)
+        block = stream.read(READ_BYTES)
+    if skipping:
+        yield LongLine(line_no, prefix, end - start)
+    elif end > start:
+        yield Lines(line_no, b"", strip_bom=first, offset=start, origin=origin,
+                    length=end - start, crc=crc_all)
+
+
+def read_span(fd: int, chunk: Lines) -> Lines:
+    """The bytes of a span, read through `fd`; TransientIOError if they are not the ones hashed."""
+    data = os.pread(fd, chunk.length, chunk.offset)
+    if len(data) != chunk.length or zlib.crc32(data) != chunk.crc:
+        raise TransientIOError("the input changed while it was read")
+    return Lines(chunk.first, data, strip_bom=chunk.strip_bom)
 
 
 def _skip_line(stream: _Decoded, pending: bytes) -> tuple[int, bytes]:
