@@ -8,6 +8,7 @@ import json
 import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -560,3 +561,38 @@ def test_port_zero_is_a_real_port_and_start_twice_is_refused() -> None:
     with pytest.raises(RuntimeError):
         server.start()
     server.close()
+
+
+def test_close_under_load_returns_and_stops(served: tuple[Api, ApiServer]) -> None:
+    """close() while clients keep requests in flight still stops the server and its threads."""
+    _api, server = served
+    stop = threading.Event()
+    answered = [0]
+
+    def hammer() -> None:
+        while not stop.is_set():
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+                while not stop.is_set():
+                    conn.request("GET", "/logins_today")
+                    conn.getresponse().read()
+                    answered[0] += 1
+            except (OSError, http.client.HTTPException):
+                continue  # expected once the server closes
+
+    clients = [threading.Thread(target=hammer) for _ in range(8)]
+    for t in clients:
+        t.start()
+    try:
+        deadline = time.monotonic() + 60
+        while answered[0] < 50 and time.monotonic() < deadline:  # the load is really on
+            time.sleep(0.01)
+        assert answered[0] >= 50
+        server.close(timeout=10)
+        assert not server.running
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
+    finally:
+        stop.set()
+        for t in clients:
+            t.join(30)
