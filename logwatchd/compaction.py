@@ -23,6 +23,7 @@ import math
 import os
 import re
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -42,10 +43,10 @@ import pyarrow.parquet as pq
 from . import logs
 from .config import Config
 from .durable import staged_name
-from .errors import is_transient
+from .errors import Cancelled, is_transient
 from .ledger import Ledger, Output
 from .records import CLEAN_SCHEMA, utc_now
-from .writers import PARQUET_COMPRESSION
+from .writers import DICTIONARY_COLUMNS, PARQUET_COMPRESSION
 
 MERGED_PREFIX = "compacted-"
 META_INPUT_SHAS = b"logwatchd.input_sha256s"   # JSON list: the inputs whose rows a merged file holds
@@ -128,12 +129,16 @@ def valid_date(text: str) -> bool:
 
 # --- the pass ---------------------------------------------------------------------------------
 def run_pass(config: Config, ledger: Ledger, clock: Clock = utc_now, date: str | None = None,
-             metrics: Any = None, on_step: Step | None = None) -> list[PartitionResult]:
+             metrics: Any = None, on_step: Step | None = None,
+             cancel: threading.Event | None = None) -> list[PartitionResult]:
     """Compacts every partition (or only `date`) that has enough small files; one result each.
 
     A partition that fails (a source missing, disk full) keeps its files, is reported with
     `error` set, and is tried again on the next pass; the others go ahead. `on_step(step,
     date)` is called at each step of the commit protocol ("staged", "committed", "published").
+    Setting `cancel` (shutdown) abandons the merge in hand within about one source file or
+    row group, its staged files removed, and ends the pass; a swap already committed is
+    always published first.
     """
     if date is not None and not valid_date(date):
         raise ValueError(f"not a date (YYYY-MM-DD): {date!r}")
@@ -147,10 +152,12 @@ def run_pass(config: Config, ledger: Ledger, clock: Clock = utc_now, date: str |
                 _Source(Path(row["path"]), row["rows"], row["bytes"], row["input_sha256"]))
     results = []
     for day, files in partitions.items():
+        if cancel is not None and cancel.is_set():
+            break
         small = [s for s in files if s.bytes < cfg.target_file_bytes]
         if len(small) < max(cfg.min_files, 2):
             continue
-        result = _compact_partition(config, ledger, clock, day, small, step)
+        result = _compact_partition(config, ledger, clock, day, small, step, cancel)
         results.append(result)
         if result.files_in:
             log.info(logs.COMPACTION_DONE, **result.summary())
@@ -162,7 +169,8 @@ def run_pass(config: Config, ledger: Ledger, clock: Clock = utc_now, date: str |
 
 
 def _compact_partition(config: Config, ledger: Ledger, clock: Clock, day: str,
-                       small: list[_Source], step: Step) -> PartitionResult:
+                       small: list[_Source], step: Step,
+                       cancel: threading.Event | None) -> PartitionResult:
     started = time.monotonic()
     directory = config.paths.clean / f"date={day}"
     result = PartitionResult(directory.name, day)
@@ -170,11 +178,17 @@ def _compact_partition(config: Config, ledger: Ledger, clock: Clock, day: str,
     target = config.compaction.target_file_bytes
     # Output bytes per row: a first guess from the sources, then what the writer measured.
     bpr = [FIRST_GUESS_RATIO * sum(s.bytes for s in small) / max(1, sum(s.rows for s in small))]
+
+    def check() -> None:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("compaction abandoned for shutdown")
+
     try:
         while len(pending) >= 2:
-            group = _merge_group(pending, directory, day, target, bpr, clock)
+            group = _merge_group(pending, directory, day, target, bpr, clock, check)
             step("staged", day)
             try:
+                check()
                 txn = ledger.commit_compaction([s.path for s in group.sources], group.outputs, clock())
             except BaseException:
                 _discard(group.outputs)
@@ -187,6 +201,8 @@ def _compact_partition(config: Config, ledger: Ledger, clock: Clock, day: str,
             result.rows += sum(o.rows for o in group.outputs)
             result.bytes_before += sum(s.bytes for s in group.sources)
             result.bytes_after += sum(o.bytes for o in group.outputs)
+    except Cancelled as exc:
+        result.error = str(exc)
     except Exception as exc:  # noqa: BLE001 - one partition's trouble must not stop the others
         result.error = f"{type(exc).__name__}: {exc}"
         logs.get_logger().error(
@@ -199,7 +215,7 @@ def _compact_partition(config: Config, ledger: Ledger, clock: Clock, day: str,
 
 # --- merging ----------------------------------------------------------------------------------
 def _merge_group(pending: deque[_Source], directory: Path, day: str, target: int,
-                 bpr: list[float], clock: Clock) -> _Group:
+                 bpr: list[float], clock: Clock, check: Callable[[], None]) -> _Group:
     """Consumes sources from `pending` and writes them, sorted by `ts`, into staged merged files.
 
     Memory holds about one merged file's worth of rows: sources are read until their rows
@@ -218,6 +234,7 @@ def _merge_group(pending: deque[_Source], directory: Path, day: str, target: int
             rows = buffer.num_rows if buffer is not None else 0
             need = math.ceil(READ_AHEAD * target / bpr[0])
             while pending and rows < need and len(group.outputs) < MAX_FILES_PER_TRANSACTION:
+                check()
                 src = pending.popleft()
                 table, inputs = _read_source(src, len(group.sources))
                 group.sources.append(src)
@@ -235,6 +252,7 @@ def _merge_group(pending: deque[_Source], directory: Path, day: str, target: int
             done = 0
             try:
                 while done < rows and out.size < target:
+                    check()
                     part = table.take(order.slice(done, rg_rows))
                     out.write(part)
                     done += part.num_rows
@@ -289,7 +307,7 @@ class _MergedFile:
         # Kept open across calls: its position is the file's size so far.
         self._fh = open(self.staged, "wb")  # noqa: SIM115
         self._writer = pq.ParquetWriter(
-            self._fh, CLEAN_SCHEMA, compression=PARQUET_COMPRESSION,
+            self._fh, CLEAN_SCHEMA, compression=PARQUET_COMPRESSION, use_dictionary=DICTIONARY_COLUMNS,
             sorting_columns=[pq.SortingColumn(CLEAN_SCHEMA.get_field_index("ts"))])
 
     @property
