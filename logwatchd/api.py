@@ -26,6 +26,7 @@ import orjson
 from flask import Flask, Response, request
 from prometheus_client.exposition import choose_encoder
 from waitress import create_server, wasyncore
+from waitress.server import BaseWSGIServer
 from waitress.trigger import trigger
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
@@ -378,15 +379,40 @@ class ApiServer:
         return self._thread is not None and self._thread.is_alive()
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stops accepting, closes open connections, stops the worker threads. Idempotent."""
+        """Stops accepting, lets requests in hand finish, closes every connection. Idempotent.
+
+        The order matters: workers finishing a request wake the event loop to send it, so
+        the loop and its wake-up pipe must outlive them; only then are connections closed.
+        """
         if self._closed:
             return
         self._closed = True
         if self.running:
+            self._in_loop(self._close_listeners, timeout)
+            self._server.task_dispatcher.shutdown(timeout=timeout)  # cancels queued requests
             self._trigger.pull_trigger(lambda: wasyncore.close_all(self._map))
             assert self._thread is not None
             self._thread.join(timeout)
         if not self.running:
             # Never started, or the loop has ended: nothing else touches the map now.
             wasyncore.close_all(self._map)
-        self._server.task_dispatcher.shutdown(timeout=timeout)
+            self._server.task_dispatcher.shutdown(timeout=timeout)
+
+    def _in_loop(self, fn: Callable[[], None], timeout: float) -> None:
+        """Runs fn on the event-loop thread and waits for it (the map is that thread's)."""
+        done = threading.Event()
+
+        def thunk() -> None:
+            try:
+                fn()
+            finally:
+                done.set()
+        self._trigger.pull_trigger(thunk)
+        done.wait(timeout)
+
+    def _close_listeners(self) -> None:
+        # The listening sockets only: each server object also owns the wake-up pipe its
+        # connections use, which must stay open until the workers are done.
+        for obj in list(self._map.values()):
+            if isinstance(obj, BaseWSGIServer):
+                wasyncore.dispatcher.close(obj)
