@@ -49,13 +49,15 @@ from .records import CLEAN_SCHEMA, utc_now
 from .writers import DICTIONARY_COLUMNS, PARQUET_COMPRESSION
 
 MERGED_PREFIX = "compacted-"
-META_INPUT_SHAS = b"logwatchd.input_sha256s"   # JSON list: the inputs whose rows a merged file holds
+# In the schema metadata, as `logwatchd.input_sha256` is for an ingested file: a JSON list of
+# the inputs whose rows the merged file may hold (those of the rows it was cut from).
+META_INPUT_SHAS = b"logwatchd.input_sha256s"
 META_COMPACTED_AT = b"logwatchd.compacted_at"
 
 SORT_KEYS = [("ts", "ascending"), ("source_file", "ascending"), ("source_line", "ascending")]
 MAX_ROW_GROUP_ROWS = 131_072       # DuckDB and Spark parallelise by row group; ~DuckDB's own size
-# A merged file may pass the target by at most one row group: row groups are sized to
-# about this fraction of the target.
+# Row groups are sized to about this fraction of the target; near the target the slices
+# shrink, so a merged file passes it by a few rows and the rest of its footer only.
 ROW_GROUPS_PER_FILE = 8
 # Before the first merged file of a pass has been measured, rows are assumed to shrink to
 # this share of their small files' bytes (their per-file footers go away). Too low only
@@ -247,28 +249,33 @@ def _merge_group(pending: deque[_Source], directory: Path, day: str, target: int
             table = pa.concat_tables(tables)
             del tables
             order = pc.sort_indices(table, sort_keys=SORT_KEYS)
-            out = _MergedFile(directory / f"{MERGED_PREFIX}{uuid.uuid4().hex}.parquet")
+            # The file takes its rows from this table only, so its inputs are among the
+            # table's; the schema metadata must be known before the first row group.
+            inputs = sorted({sha for i in pc.unique(table[_SRC]).to_pylist() for sha in inputs_of[i]})
+            out = _MergedFile(directory / f"{MERGED_PREFIX}{uuid.uuid4().hex}.parquet",
+                              {META_INPUT_SHAS: orjson.dumps(inputs), META_COMPACTED_AT: stamp.encode()})
             rg_rows = max(1, min(MAX_ROW_GROUP_ROWS, int(target / ROW_GROUPS_PER_FILE / bpr[0])))
             done = 0
             try:
-                while done < rows and out.size < target:
+                while done < rows and out.at_least < target:
                     check()
-                    part = table.take(order.slice(done, rg_rows))
+                    # Near the target, smaller slices: the file ends just past it.
+                    per_row = out.written / out.rows if out.rows else bpr[0]
+                    n = min(rg_rows, max(1, rg_rows // 16,
+                                         math.ceil((target - out.at_least) / per_row)))
+                    part = table.take(order.slice(done, n))
                     out.write(part)
                     done += part.num_rows
             except BaseException:
                 out.abort()
                 raise
-            if out.size < target and not last:
+            if out.at_least < target and not last:
                 # Not full, and more sources to read: learn the real row size and redo it.
-                bpr[0] = max(1.0, out.size / done)
+                bpr[0] = max(1.0, out.written / done)
                 out.abort()
                 buffer = table
                 continue
-            meta = {META_INPUT_SHAS: orjson.dumps(sorted({sha for i in out.source_indices
-                                                          for sha in inputs_of[i]})),
-                    META_COMPACTED_AT: stamp.encode()}
-            size = out.close(meta)
+            size = out.close()
             group.outputs.append(Output(out.final, out.staged, "clean", day, out.rows, size))
             bpr[0] = max(1.0, size / out.rows)
             buffer = table.take(order.slice(done)) if done < rows else None
@@ -292,36 +299,44 @@ def _read_source(src: _Source, index: int) -> tuple[pa.Table, list[str]]:
 
 
 def _inputs_of_merged(pf: pq.ParquetFile) -> list[str]:
-    raw = (pf.metadata.metadata or {}).get(META_INPUT_SHAS)
+    raw = (pf.schema_arrow.metadata or {}).get(META_INPUT_SHAS)
     return list(orjson.loads(raw)) if raw else []
 
 
 class _MergedFile:
     """One merged file under its staging name, grown a row group at a time, fsynced on close."""
 
-    def __init__(self, final: Path) -> None:
+    def __init__(self, final: Path, metadata: dict[bytes, bytes]) -> None:
         self.final = final
         self.staged = staged_name(final)
         self.rows = 0
-        self.source_indices: set[int] = set()
+        schema = CLEAN_SCHEMA.with_metadata(metadata)
+        # Part of the footer is known now: the schema (base64, with its metadata) and the
+        # metadata again as key-value pairs. The rest grows a little with each row group.
+        self._footer_floor = (4 * math.ceil(schema.serialize().size / 3)
+                              + sum(len(k) + len(v) for k, v in metadata.items()))
         # Kept open across calls: its position is the file's size so far.
         self._fh = open(self.staged, "wb")  # noqa: SIM115
         self._writer = pq.ParquetWriter(
-            self._fh, CLEAN_SCHEMA, compression=PARQUET_COMPRESSION, use_dictionary=DICTIONARY_COLUMNS,
+            self._fh, schema, compression=PARQUET_COMPRESSION,
+            use_dictionary=DICTIONARY_COLUMNS,
             sorting_columns=[pq.SortingColumn(CLEAN_SCHEMA.get_field_index("ts"))])
 
     @property
-    def size(self) -> int:
+    def written(self) -> int:
         return self._fh.tell()     # each row group reaches the file as it is written
 
+    @property
+    def at_least(self) -> int:
+        """The size the file will have at least once closed."""
+        return self._fh.tell() + self._footer_floor
+
     def write(self, part: pa.Table) -> None:
-        self.source_indices.update(pc.unique(part[_SRC]).to_pylist())
         self._writer.write_table(part.drop_columns([_SRC]), row_group_size=part.num_rows)
         self.rows += part.num_rows
 
-    def close(self, metadata: dict[bytes, bytes]) -> int:
+    def close(self) -> int:
         """Writes the footer and fsyncs; returns the size in bytes."""
-        self._writer.add_key_value_metadata(metadata)
         self._writer.close()
         self._fh.flush()
         os.fsync(self._fh.fileno())

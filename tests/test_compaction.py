@@ -140,7 +140,7 @@ def test_rows_identical_counts_unchanged_one_file_per_partition(env: Env, runtim
         meta = pq.ParquetFile(merged).metadata
         assert pq.read_schema(merged).remove_metadata().equals(CLEAN_SCHEMA)
         assert meta.row_group(0).column(0).compression == "ZSTD"
-        assert set(json.loads(meta.metadata[META_INPUT_SHAS])) == shas
+        assert set(json.loads(pq.read_schema(merged).metadata[META_INPUT_SHAS])) == shas
     assert sorted(c[:5] for c in metrics.calls) == sorted(
         (r.files_in, r.files_out, r.rows, r.bytes_before, r.bytes_after) for r in results)
 
@@ -148,7 +148,8 @@ def test_rows_identical_counts_unchanged_one_file_per_partition(env: Env, runtim
 def test_small_target_gives_the_fewest_files(env: Env, runtime: Runtime) -> None:
     """With a target of a fraction of the partition, every merged file but one reaches it, each sorted."""
     rng = random.Random(2)
-    ingest(env, runtime, [f"in{i:02d}.jsonl" for i in range(30)], rng, records=200, days=DAYS[:1])
+    # Files large enough that a merged file's footer (its list of inputs) is small beside it.
+    ingest(env, runtime, [f"in{i:02d}.jsonl" for i in range(30)], rng, records=600, days=DAYS[:1])
     before = rows_multiset(env)
     # About an eighth of the partition: merged, it makes some 3 to 6 files.
     target = sum(p.stat().st_size for p in partition_files(env, DAYS[0])) // 8
@@ -160,7 +161,7 @@ def test_small_target_gives_the_fewest_files(env: Env, runtime: Runtime) -> None
         assert result.files_in == 30 and result.files_out == len(files) >= 3
         # All but one reached the target, so no smaller number of target-sized files holds these rows.
         assert all(s >= target for s in sizes[1:]), sizes
-        assert all(s <= 1.5 * target for s in sizes), sizes
+        assert all(s <= 1.25 * target for s in sizes), sizes      # a last slice and the footer over
         for f in files:
             assert_sorted_by_ts(f)
         assert rows_multiset(env) == before
@@ -218,7 +219,7 @@ def test_file_committed_during_a_pass_stays_live_and_is_not_doubled(env: Env, ru
     assert len(late_files) == 1 and len(files) == 2
     sha = pq.read_schema(late_files[0]).metadata[b"logwatchd.input_sha256"].decode()
     [merged] = [p for p in files if p.name.startswith(MERGED_PREFIX)]
-    assert sha not in json.loads(pq.ParquetFile(merged).metadata.metadata[META_INPUT_SHAS])
+    assert sha not in json.loads(pq.read_schema(merged).metadata[META_INPUT_SHAS])
     lines = Counter(r["source_line"] for r in env.clean_rows() if r["source_file"] == "late.jsonl")
     assert lines and set(lines.values()) == {1}
     assert_catalog_matches_disk(env, runtime.config)
