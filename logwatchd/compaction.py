@@ -224,7 +224,8 @@ def _merge_group(pending: deque[_Source], directory: Path, day: str, target: int
     should fill one file, sorted, and written a row group at a time until the file reaches
     the target; the rows left over wait, sorted, for the next file. A file that runs out
     of rows before the target while sources remain is discarded and rewritten with more
-    (it happens once at most, when the first guess of `bpr` was too high).
+    rows (rare: when the guess of bytes per row was too high); each retry reads at least
+    one more source, so it ends.
     """
     group = _Group()
     inputs_of: list[list[str]] = []        # per source index: the inputs whose rows it holds
