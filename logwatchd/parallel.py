@@ -79,28 +79,26 @@ class ChunkSink:
         """A chunk in slices: the Python objects of one slice at a time, one row group per chunk.
 
         The parsed lines cost several times their size as Python objects; Arrow columns
-        cost about their size. Slicing keeps a worker's memory near the chunk size.
+        cost about their size. Slicing keeps a worker's memory near the chunk size, and
+        the per-column work is still done once per chunk (`finish`).
         """
         data = chunk.data
-        if len(data) <= SLICE_BYTES:
-            return self.batcher.process_lines(data, chunk.first, chunk.strip_bom)
         total = ChunkResult()
-        tables = []
+        batches = []
         first = chunk.first
         pos = 0
         while pos < len(data):
             end = data.rfind(b"\n", pos, pos + SLICE_BYTES) + 1
             if end <= pos:  # one line longer than a slice: up to its end
                 end = data.find(b"\n", pos + SLICE_BYTES) + 1 or len(data)
-            table, res = self.batcher.process_lines(data[pos:end], first, chunk.strip_bom and pos == 0)
-            first += data.count(b"\n", pos, end)
+            piece = data if pos == 0 and end == len(data) else data[pos:end]
+            batch, res = self.batcher.parse_lines(piece, first, chunk.strip_bom and pos == 0)
+            first += piece.count(b"\n")
             pos = end
             total.merge(res)
-            if table is not None:
-                tables.append(table)
-        if not tables:
-            return None, total
-        return (tables[0] if len(tables) == 1 else pa.concat_tables(tables)), total
+            if batch is not None:
+                batches.append(batch)
+        return self.batcher.finish(batches, total)
 
     def _open(self, origin: str | None) -> int:
         """This process's own descriptor of the input (a span names it by /proc/PID/fd/N)."""
@@ -141,6 +139,9 @@ class LocalRunner:
 
 def _worker_main(wid: int, inq: Any, outq: Any, parent: int) -> None:
     """A worker process: begin / chunk / end / abort messages, one input at a time."""
+    # The system allocator hands freed Arrow buffers back; mimalloc keeps them cached, and
+    # a worker's footprint would grow by tens of MB for nothing in return here.
+    pa.set_memory_pool(pa.system_memory_pool())
     sink: ChunkSink | None = None
     while True:
         try:

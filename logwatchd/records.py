@@ -62,12 +62,30 @@ def has_long_digit_run(data: bytes) -> bool:
 
 _SLOW = object()  # marks a line for the exact (standard library) parser
 
+
+def _first(pair: tuple[int, bytes]) -> int:
+    return pair[0]
+
+
+# ISO-8601 date-times that are certainly valid (fromisoformat would accept them with the
+# same instant): the calendar is checked by the pattern itself, because pyarrow's strptime
+# rolls Feb 30 over to Mar 1 and a failed cast fails the whole column.
+_YEAR = r"(?:[0-9]{3}[1-9]|[0-9]{2}[1-9]0|[0-9][1-9]00|[1-9]000)"
+_LEAP = r"(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)"
+_DATE = (rf"(?:{_YEAR}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+         rf"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))|{_LEAP}-02-29)")
+_TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
+_ISO_ZONED = rf"^{_DATE}[T ]{_TIME}(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
+_ISO_NAIVE = rf"^{_DATE}[T ]{_TIME}$"
+
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _US_PER_DAY = 86_400_000_000
 # Instants whose date is representable in every zone: 0001-01-02 .. 9999-12-30 UTC.
 MIN_US = (date(1, 1, 2).toordinal() - _EPOCH_ORDINAL) * _US_PER_DAY
 MAX_US = (date(9999, 12, 31).toordinal() - _EPOCH_ORDINAL) * _US_PER_DAY - 1
 _MS_THRESHOLD = 10**11
+_MIN_S = MIN_US // 1_000_000   # integer epochs (seconds, or ms above 10^11) within MIN_US..MAX_US
+_MAX_MS = MAX_US // 1000
 
 
 class RecordError(Exception):
@@ -222,23 +240,45 @@ class RecordBatcher:
 
     def process_lines(self, data: bytes, first_line: int, strip_bom: bool = False) -> tuple[pa.Table | None, ChunkResult]:
         """A block of JSON Lines text (complete lines) starting at line `first_line`."""
+        batch, res = self.parse_lines(data, first_line, strip_bom)
+        return self.finish([batch] if batch is not None else [], res)
+
+    def process_elements(self, elements: list[bytes], first_index: int) -> tuple[pa.Table | None, ChunkResult]:
+        """Array elements (raw JSON text of each), numbered from `first_index`."""
+        suspect = any(has_long_digit_run(e) for e in elements)
+        batch, res = self._process(elements, first_index, True, suspect)
+        return self.finish([batch] if batch is not None else [], res)
+
+    def parse_lines(self, data: bytes, first_line: int, strip_bom: bool = False) -> tuple[pa.RecordBatch | None, ChunkResult]:
+        """The per-line step only: the valid records' own columns, and the error lines.
+
+        Several parsed blocks are turned into one table by `finish`, so the per-column
+        work (formatting, partition dates, counts) is paid once per chunk, not per block.
+        """
         if strip_bom and data.startswith(b"\xef\xbb\xbf"):
             data = data[3:]
         lines = data.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()
-        return self._process(enumerate(lines, first_line), False, has_long_digit_run(data))
+        return self._process(lines, first_line, False, has_long_digit_run(data))
 
-    def process_elements(self, elements: list[bytes], first_index: int) -> tuple[pa.Table | None, ChunkResult]:
-        """Array elements (raw JSON text of each), numbered from `first_index`."""
-        suspect = any(has_long_digit_run(e) for e in elements)
-        return self._process(enumerate(elements, first_index), True, suspect)
+    def finish(self, batches: list[pa.RecordBatch], res: ChunkResult) -> tuple[pa.Table | None, ChunkResult]:
+        """The clean table (with its partition column) of parsed blocks, and the counts."""
+        if not batches:
+            return None, res
+        table = self._table(pa.Table.from_batches(batches))
+        res.counts = _counts(table)
+        return table, res
 
-    def _process(self, items: Iterable[tuple[int, bytes]], array: bool,
-                 suspect: bool) -> tuple[pa.Table | None, ChunkResult]:
+    def _process(self, items: list[bytes], first: int, array: bool,
+                 suspect: bool) -> tuple[pa.RecordBatch | None, ChunkResult]:
         # The hot loop: locals only, no per-line function calls on the common path.
+        # Timestamp strings are only collected here (None in ts_col) and converted per
+        # column afterwards (`_string_timestamps`).
         res = ChunkResult()
         errors = res.error_lines
+        error_nos: list[int] = []  # the line number of each error line, to merge late ones
+        str_ts: list[str] = []
         ts_col: list[int] = []
         uid_col: list[str] = []
         act_col: list[str] = []
@@ -251,13 +291,16 @@ class RecordBatcher:
         decode_error = orjson.JSONDecodeError
         to_us = timestamp_us
         processed = parsed = 0
-        for line_no, raw in items:
+        line_no = first - 1
+        for raw in items:
+            line_no += 1
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
             if len(raw) > max_len:
                 if raw.strip():
                     processed += 1
                     errors.append(self.long_line(line_no, raw, len(raw)))
+                    error_nos.append(line_no)
                 continue
             if suspect and has_long_digit_run(raw):
                 rec = _SLOW
@@ -276,6 +319,7 @@ class RecordBatcher:
                         raise
                     processed += 1
                     errors.append(self.error_line(line_no, exc.reason, None, self._raw_text(raw, False)))
+                    error_nos.append(line_no)
                     continue
             processed += 1
             parsed += 1
@@ -301,9 +345,17 @@ class RecordBatcher:
                     raise RecordError(INVALID_FIELD, "action", "must be a string")
                 if not act:
                     raise RecordError(INVALID_FIELD, "action", "must not be empty")
-                ts_col.append(to_us(ts, zone))
+                t = type(ts)
+                if t is int and _MIN_S <= ts <= _MAX_MS:  # integer epochs in range, inline
+                    ts_col.append(ts * 1000 if ts > _MS_THRESHOLD else ts * 1_000_000)
+                elif t is str:
+                    ts_col.append(None)
+                    str_ts.append(ts)
+                else:
+                    ts_col.append(to_us(ts, zone))
             except RecordError as exc:
                 errors.append(self.error_line(line_no, exc.reason, exc.field, self._raw_text(raw, array)))
+                error_nos.append(line_no)
                 continue
             if rec:
                 try:
@@ -317,13 +369,77 @@ class RecordBatcher:
             line_col.append(line_no)
         res.processed = processed
         res.parsed = parsed
-        res.errors = len(errors)
-        res.valid = len(ts_col)
         if not ts_col:
+            res.errors = len(errors)
             return None, res
-        table = self._table(ts_col, uid_col, act_col, attr_col, line_col)
-        res.counts = _counts(table)
-        return table, res
+        ts_arr = pa.array(ts_col, pa.int64())
+        batch = pa.record_batch([
+            ts_arr,
+            pa.array(uid_col, pa.string()),
+            pa.array(act_col, pa.string()),
+            pa.array(attr_col, pa.string()),
+            pa.array(line_col, pa.int64()),
+        ], names=["ts", "user_id", "action", "attributes", "source_line"])
+        if str_ts:
+            us, bad = self._string_timestamps(str_ts)
+            batch = batch.set_column(0, "ts", pc.replace_with_mask(ts_arr, pc.is_null(ts_arr), us))
+            if bad:  # invalid timestamp strings: error lines, in line order, and rows dropped
+                rows = pc.indices_nonzero(pc.is_null(ts_arr)).to_pylist()
+                keep = [True] * len(ts_col)
+                late = []
+                for j, exc in bad:
+                    row = rows[j]
+                    keep[row] = False
+                    no = line_col[row]
+                    late.append((no, self.error_line(no, exc.reason, exc.field,
+                                                     self._raw_text(self._strip_cr(items[no - first]), array))))
+                batch = batch.filter(pa.array(keep, pa.bool_()))
+                merged = sorted([*zip(error_nos, errors), *late], key=_first)
+                res.error_lines = errors = [e for _, e in merged]
+        res.errors = len(errors)
+        res.valid = batch.num_rows
+        if not batch.num_rows:
+            return None, res
+        return batch.set_column(0, "ts", batch["ts"].cast(pa.timestamp("us", tz="UTC"))), res
+
+    @staticmethod
+    def _strip_cr(raw: bytes) -> bytes:
+        return raw[:-1] if raw.endswith(b"\r") else raw
+
+    def _string_timestamps(self, values: list[str]) -> tuple[pa.Array, list[tuple[int, RecordError]]]:
+        """Epoch microseconds of timestamp strings, and the (index, error) of the invalid ones.
+
+        pyarrow decides the strings that are certainly valid ISO-8601 date-times (a pattern
+        that also checks the calendar: month lengths, leap years, hours < 24, offsets < 24 h)
+        and converts them; every other string goes through timestamp_us one by one, so the
+        verdicts, values and reasons are exactly its.
+        """
+        arr = pa.array(values, pa.string())
+        us = pa.nulls(len(values), pa.int64())
+        zoned = pc.match_substring_regex(arr, _ISO_ZONED)
+        if pc.any(zoned).as_py():
+            cast = pc.cast(pc.filter(arr, zoned), pa.timestamp("us", tz="UTC")).cast(pa.int64())
+            us = pc.replace_with_mask(us, zoned, cast)
+        if self.zone is None:  # no offset: read in UTC, so the same conversion holds
+            naive = pc.match_substring_regex(arr, _ISO_NAIVE)
+            if pc.any(naive).as_py():
+                cast = pc.cast(pc.filter(arr, naive), pa.timestamp("us")).cast(pa.int64())
+                us = pc.replace_with_mask(us, naive, cast)
+        us = pc.if_else(pc.and_(pc.greater_equal(us, MIN_US), pc.less_equal(us, MAX_US)),
+                        us, pa.scalar(None, pa.int64()))
+        bad: list[tuple[int, RecordError]] = []
+        if us.null_count:
+            missing = pc.is_null(us)
+            fixed = []
+            zone = self.zone
+            for j in pc.indices_nonzero(missing).to_pylist():
+                try:
+                    fixed.append(timestamp_us(values[j], zone))
+                except RecordError as exc:
+                    bad.append((j, exc))
+                    fixed.append(0)  # the row is dropped
+            us = pc.replace_with_mask(us, missing, pa.array(fixed, pa.int64()))
+        return us, bad
 
     @staticmethod
     def _raw_text(raw: bytes, array: bool) -> str:
@@ -331,10 +447,9 @@ class RecordBatcher:
             return dumps_json(parse_json(raw))
         return raw.decode("utf-8", "replace")
 
-    def _table(self, ts_col: list[int], uid_col: list[str], act_col: list[str],
-               attr_col: list[str | None], line_col: list[int]) -> pa.Table:
-        n = len(ts_col)
-        ts = pa.array(ts_col, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    def _table(self, parsed: pa.Table) -> pa.Table:
+        n = parsed.num_rows
+        ts = parsed["ts"]
         if self.zone is None:
             local = ts.cast(pa.timestamp("us"))
         else:
@@ -347,11 +462,11 @@ class RecordBatcher:
                 "timestamp": formatted,
                 "ts": ts,
                 "day_of_week": dow,
-                "user_id": pa.array(uid_col, pa.string()),
-                "action": pa.array(act_col, pa.string()),
-                "attributes": pa.array(attr_col, pa.string()),
+                "user_id": parsed["user_id"],
+                "action": parsed["action"],
+                "attributes": parsed["attributes"],
                 "source_file": pa.repeat(pa.scalar(self.source_file, pa.string()), n),
-                "source_line": pa.array(line_col, pa.int64()),
+                "source_line": parsed["source_line"],
                 "date": day,
             }
         )

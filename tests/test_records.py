@@ -116,3 +116,82 @@ def test_fraction_is_dropped_from_the_formatted_timestamp_even_before_1970() -> 
     b = RecordBatcher("f", "UTC", "x", 1 << 20)
     table, _ = b.process_lines(b'{"timestamp": -0.5, "user_id": "u", "action": "a"}\n', 1)
     assert table.to_pylist()[0]["timestamp"] == "1969-12-31 23:59:59"
+
+
+def _random_timestamp(rng: "random.Random") -> str:
+    """ISO-ish strings around the edges of what SPEC §4 accepts (and many it does not)."""
+    y = rng.choice(["2026", "0001", "9999", "1969", "0000", "２０２６"])
+    mo = rng.choice(["01", "02", "12", "13", "00"])
+    d = rng.choice(["01", "28", "29", "30", "31", "32"])
+    h = rng.choice(["00", "23", "24"])
+    mi = rng.choice(["00", "59", "60"])
+    sec = rng.choice(["00", "59", "60"])
+    sep = rng.choice(["T", " ", "t"])
+    frac = rng.choice(["", ".5", ".123", ".1234567", ".", ".12a", ".١٢"])
+    zone = rng.choice(["", "Z", "z", "+00:00", "-05:30", "+23:59", "+24:00", "+05:60", "+0200",
+                       "-12:00", "+01", "Z+01:00"])
+    return f"{y}-{mo}-{d}{sep}{h}:{mi}:{sec}{frac}{zone}"
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Berlin"])
+def test_columnwise_timestamps_agree_with_timestamp_us_everywhere(tz: str) -> None:
+    """The column-wise conversion of timestamp strings gives timestamp_us's value or its exact error."""
+    import random
+
+    rng = random.Random(7)
+    b = RecordBatcher("f", tz, "x", 1 << 20)
+    zone = None if tz == "UTC" else zoneinfo.ZoneInfo(tz)
+    values = [_random_timestamp(rng) for _ in range(20000)]
+    values += ["2024-02-29T00:00:00Z", "2100-02-29T00:00:00Z", "2000-02-29 12:00:00.000001+01:00",
+               "1900-02-29T00:00:00Z", "2026-04-31T00:00:00Z", "2026-06-30T23:59:59.999999-23:59",
+               "0001-01-01T00:00:00+01:00", "0001-01-02T00:00:00Z", "9999-12-30T23:59:59.999999Z",
+               "9999-12-31T00:00:00Z", "2026-11-25T10:00:00.123456789Z", "2026-03-29T02:30:00"]
+    got, bad = b._string_timestamps(values)
+    errors = dict(bad)
+    assert got.null_count == 0
+    for j, v in enumerate(values):
+        try:
+            want = timestamp_us(v, zone)
+        except RecordError as exc:
+            assert j in errors and (errors[j].reason, errors[j].field) == (exc.reason, exc.field), v
+        else:
+            assert j not in errors and got[j].as_py() == want, v
+    assert 0 < len(bad) < len(values)
+
+
+def test_invalid_timestamp_strings_keep_error_order_and_drop_rows() -> None:
+    """Strings found invalid after the loop become error lines in line order among the others."""
+    b = RecordBatcher("f", "UTC", "x", 1 << 20)
+    lines = [
+        '{"timestamp": "2026-02-30T10:00:00Z", "user_id": "u", "action": "a"}',  # 1 invalid
+        '{"timestamp": "2026-11-25T10:00:00Z", "user_id": "u", "action": "a"}',  # 2 valid
+        'not json',                                                              # 3 invalid
+        '{"timestamp": "yesterday", "user_id": "u", "action": "a"}',             # 4 invalid
+        '{"timestamp": 1764000000, "user_id": "u", "action": "a", "x": 1}',     # 5 valid
+    ]
+    table, res = b.process_lines(("\r\n".join(lines) + "\r\n").encode(), 10)
+    assert (res.processed, res.valid, res.errors) == (5, 2, 3)
+    errs = [json.loads(e) for e in res.error_lines]
+    assert [(e["source_line"], e["reason"]) for e in errs] == [
+        (10, "invalid_timestamp"), (12, "invalid_json"), (13, "invalid_timestamp")]
+    assert errs[0]["raw"] == lines[0] and errs[2]["raw"] == lines[3]
+    assert table["source_line"].to_pylist() == [11, 14]
+    assert table["timestamp"].to_pylist() == ["2026-11-25 10:00:00", "2025-11-24 16:00:00"]
+
+
+@pytest.mark.parametrize("value", [0, -1, 10**11, 10**11 + 1, -62135510400, -62135510401,
+                                   253402214399999, 253402214400000, 2**63, -(2**64), 1.5e11])
+def test_inline_integer_epochs_agree_with_timestamp_us(value: int) -> None:
+    """Integer epochs at the bounds of the inline path become the same rows or the same errors."""
+    b = RecordBatcher("f", "UTC", "x", 1 << 20)
+    line = json.dumps({"timestamp": value, "user_id": "u", "action": "a"}).encode() + b"\n"
+    table, res = b.process_lines(line, 1)
+    try:
+        want = timestamp_us(value, None)
+    except RecordError:
+        assert table is None and res.errors == 1
+        assert json.loads(res.error_lines[0])["reason"] == INVALID_TIMESTAMP
+    else:
+        assert table is not None
+        ts = table["ts"].cast("int64").to_pylist()[0]
+        assert ts == want
