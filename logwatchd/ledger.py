@@ -277,9 +277,6 @@ class Ledger:
         sql = "SELECT * FROM outputs" + (" WHERE kind = ?" if kind else "") + " ORDER BY path"
         return self._reader().execute(sql, (kind,) if kind else ()).fetchall()
 
-    def ping(self) -> bool:
-        return self._reader().execute("SELECT 1").fetchone() == (1,)
-
     def last_committed_at(self, outcome: str = "ok") -> str | None:
         """When the latest input with this outcome was committed (ISO-8601 UTC), if ever."""
         # Newest first by id: stops at the first match instead of scanning every input.
