@@ -208,7 +208,7 @@ def _compact_partition(config: Config, ledger: Ledger, clock: Clock, day: str,
     except Exception as exc:  # noqa: BLE001 - one partition's trouble must not stop the others
         result.error = f"{type(exc).__name__}: {exc}"
         logs.get_logger().error(
-            logs.INTERNAL_ERROR, during="compaction", partition=result.partition,
+            logs.COMPACTION_FAILED, partition=result.partition,
             transient=is_transient(exc), error=repr(exc),
             traceback=None if is_transient(exc) else traceback.format_exc())
     result.duration_ms = round((time.monotonic() - started) * 1000, 3)

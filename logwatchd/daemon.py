@@ -90,6 +90,7 @@ class Daemon:
         self.api: Any = None
         self.worker: threading.Thread | None = None
         self._last_metrics = (time.monotonic(), 0, 0)
+        self._compacting = threading.Lock()
 
     # --- start-up ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -238,11 +239,14 @@ class Daemon:
         from .compaction import run_pass
 
         assert self.rt is not None
-        try:
-            run_pass(self.config, self.rt.ledger, metrics=self.metrics)
-        except Exception as exc:  # noqa: BLE001 - a failed pass is retried next interval
-            self.log.error(logs.INTERNAL_ERROR, job="compaction", error=repr(exc),
-                           traceback=traceback.format_exc())
+        with self._compacting:  # shutdown waits on this before closing the ledger
+            if self.stop_event.is_set():
+                return
+            try:
+                run_pass(self.config, self.rt.ledger, metrics=self.metrics, cancel=self.stop_event)
+            except Exception as exc:  # noqa: BLE001 - a failed pass is retried next interval
+                self.log.error(logs.COMPACTION_FAILED, error=repr(exc),
+                               traceback=traceback.format_exc())
 
     def _check_alert(self) -> None:
         with self._window_lock:
@@ -369,11 +373,13 @@ class Daemon:
                 self.worker.join(timeout=max(0.0, deadline - time.monotonic() - 1.0))
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
+        # A compaction pass sees stop_event and stops between partitions.
+        compaction_idle = self._compacting.acquire(timeout=max(0.1, deadline - time.monotonic() - 0.5))
         if self.api is not None:
             self.api.close()
         if self.pipeline is not None:
             self.pipeline.close()
-        if self.rt is not None and (self.worker is None or not self.worker.is_alive()):
+        if self.rt is not None and compaction_idle and (self.worker is None or not self.worker.is_alive()):
             self.rt.close()
         self.notifier.close()
 

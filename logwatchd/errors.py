@@ -3,6 +3,7 @@
     LogwatchdError
     ├── ConfigError       bad configuration                  → exit 2, never READY
     ├── LedgerError       ledger corrupt, emptied, or locked → refuse to start (exit 1)
+    ├── CatalogChanged    (ledger.py) a compaction's sources changed meanwhile → partition skipped
     ├── MalformedFile     the file is not log data           → quarantine, with the reason
     ├── RefusedFile       symlink, FIFO, device, hard link   → quarantine the entry itself
     ├── FileVanished      removed before it could be read    → nothing to do, logged
