@@ -67,6 +67,23 @@ def _first(pair: tuple[int, bytes]) -> int:
     return pair[0]
 
 
+_BLANK = object()   # the slow parser's answer for a blank line
+_FAILED = object()  # ... for a line that is not JSON (its error line is recorded)
+
+
+def _field_fault(ts: Any, uid: Any, act: Any) -> tuple[str, str]:
+    """(reason, field) of an object failing a field check, in the order SPEC §4 lists them."""
+    if ts is None:
+        return MISSING_FIELD, "timestamp"
+    if uid is None:
+        return MISSING_FIELD, "user_id"
+    if (type(uid) is not str and type(uid) is not int) or uid == "":
+        return INVALID_FIELD, "user_id"
+    if act is None:
+        return MISSING_FIELD, "action"
+    return INVALID_FIELD, "action"
+
+
 # ISO-8601 date-times that are certainly valid (fromisoformat would accept them with the
 # same instant): the calendar is checked by the pattern itself, because pyarrow's strptime
 # rolls Feb 30 over to Mar 1 and a failed cast fails the whole column.
@@ -260,7 +277,7 @@ class RecordBatcher:
         lines = data.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()
-        return self._process(lines, first_line, False, has_long_digit_run(data))
+        return self._process(lines, first_line, False, has_long_digit_run(data), b"\r" in data)
 
     def finish(self, batches: list[pa.RecordBatch], res: ChunkResult) -> tuple[pa.Table | None, ChunkResult]:
         """The clean table (with its partition column) of parsed blocks, and the counts."""
@@ -270,107 +287,87 @@ class RecordBatcher:
         res.counts = _counts(table)
         return table, res
 
-    def _process(self, items: list[bytes], first: int, array: bool,
-                 suspect: bool) -> tuple[pa.RecordBatch | None, ChunkResult]:
-        # The hot loop: locals only, no per-line function calls on the common path.
+    def _process(self, items: list[bytes], first: int, array: bool, suspect: bool,
+                 crlf: bool = False) -> tuple[pa.RecordBatch | None, ChunkResult]:
+        # The hot loop: bound methods in locals, one combined test for a valid record, and
+        # everything rare (bad lines, CRs, over-long lines, error records) off this path.
         # Timestamp strings are only collected here (None in ts_col) and converted per
         # column afterwards (`_string_timestamps`).
         res = ChunkResult()
         errors = res.error_lines
         error_nos: list[int] = []  # the line number of each error line, to merge late ones
+        if items and (crlf or max(map(len, items)) > self.max_line_bytes):
+            items = self._prepare(items, first, errors, error_nos)
         str_ts: list[str] = []
-        ts_col: list[int] = []
+        ts_col: list[int | None] = []
         uid_col: list[str] = []
         act_col: list[str] = []
         attr_col: list[str | None] = []
         line_col: list[int] = []
+        ts_add, str_add, uid_add = ts_col.append, str_ts.append, uid_col.append
+        act_add, attr_add, line_add = act_col.append, attr_col.append, line_col.append
         zone = self.zone
-        max_len = self.max_line_bytes
         loads = orjson.loads
         dumps = orjson.dumps
         decode_error = orjson.JSONDecodeError
+        slow = self._slow_line
         to_us = timestamp_us
-        processed = parsed = 0
+        blank = failed = 0
         line_no = first - 1
         for raw in items:
             line_no += 1
-            if raw.endswith(b"\r"):
-                raw = raw[:-1]
-            if len(raw) > max_len:
-                if raw.strip():
-                    processed += 1
-                    errors.append(self.long_line(line_no, raw, len(raw)))
-                    error_nos.append(line_no)
-                continue
-            if suspect and has_long_digit_run(raw):
-                rec = _SLOW
-            else:
-                try:
-                    rec = loads(raw)
-                except decode_error:
-                    rec = _SLOW
-            if rec is _SLOW:
-                if not raw.strip():
-                    continue  # a blank line is not a record
-                try:
-                    rec = parse_json(raw)
-                except RecordError as exc:
-                    if array:  # the array does not parse: the whole file is malformed
-                        raise
-                    processed += 1
-                    errors.append(self.error_line(line_no, exc.reason, None, self._raw_text(raw, False)))
-                    error_nos.append(line_no)
-                    continue
-            processed += 1
-            parsed += 1
             try:
-                if type(rec) is not dict:
-                    raise RecordError(NOT_AN_OBJECT)
-                ts = rec.pop("timestamp", None)
-                uid = rec.pop("user_id", None)
-                act = rec.pop("action", None)
-                if ts is None:
-                    raise RecordError(MISSING_FIELD, "timestamp")
-                if type(uid) is not str:
-                    if uid is None:
-                        raise RecordError(MISSING_FIELD, "user_id")
-                    if type(uid) is not int:
-                        raise RecordError(INVALID_FIELD, "user_id", "must be a string or an integer")
-                    uid = str(uid)
-                elif not uid:
-                    raise RecordError(INVALID_FIELD, "user_id", "must not be empty")
-                if type(act) is not str:
-                    if act is None:
-                        raise RecordError(MISSING_FIELD, "action")
-                    raise RecordError(INVALID_FIELD, "action", "must be a string")
-                if not act:
-                    raise RecordError(INVALID_FIELD, "action", "must not be empty")
-                t = type(ts)
-                if t is int and _MIN_S <= ts <= _MAX_MS:  # integer epochs in range, inline
-                    ts_col.append(ts * 1000 if ts > _MS_THRESHOLD else ts * 1_000_000)
-                elif t is str:
-                    ts_col.append(None)
-                    str_ts.append(ts)
-                else:
-                    ts_col.append(to_us(ts, zone))
-            except RecordError as exc:
-                errors.append(self.error_line(line_no, exc.reason, exc.field, self._raw_text(raw, array)))
-                error_nos.append(line_no)
-                continue
-            if rec:
-                try:
-                    attr_col.append(dumps(rec).decode())
-                except TypeError:  # orjson cannot write it (an integer beyond 64 bits)
-                    attr_col.append(_dumps(rec))
+                if suspect and has_long_digit_run(raw):
+                    raise decode_error("may hold an integer beyond 64 bits", "", 0)
+                rec = loads(raw)
+            except decode_error:
+                rec = slow(raw, line_no, array, errors, error_nos)
+                if rec is _BLANK:
+                    blank += 1
+                    continue
+                if rec is _FAILED:
+                    failed += 1
+                    continue
+            if type(rec) is dict:
+                pop = rec.pop
+                ts = pop("timestamp", None)
+                uid = pop("user_id", None)
+                act = pop("action", None)
+                tu = type(uid)
+                if ts is not None and type(act) is str and act and (tu is str and uid or tu is int):
+                    t = type(ts)
+                    if t is int and _MIN_S <= ts <= _MAX_MS:  # integer epochs in range, inline
+                        ts_add(ts * 1000 if ts > _MS_THRESHOLD else ts * 1_000_000)
+                    elif t is str:
+                        ts_add(None)
+                        str_add(ts)
+                    else:
+                        try:
+                            ts_add(to_us(ts, zone))
+                        except RecordError as exc:
+                            errors.append(self.error_line(line_no, exc.reason, exc.field,
+                                                          self._raw_text(raw, array)))
+                            error_nos.append(line_no)
+                            continue
+                    if rec:
+                        try:
+                            attr_add(dumps(rec).decode())
+                        except TypeError:  # orjson cannot write it (an integer beyond 64 bits)
+                            attr_add(_dumps(rec))
+                    else:
+                        attr_add(None)
+                    uid_add(uid if tu is str else str(uid))
+                    act_add(act)
+                    line_add(line_no)
+                    continue
+                reason, fld = _field_fault(ts, uid, act)
             else:
-                attr_col.append(None)
-            uid_col.append(uid)
-            act_col.append(act)
-            line_col.append(line_no)
-        res.processed = processed
-        res.parsed = parsed
+                reason, fld = NOT_AN_OBJECT, None
+            errors.append(self.error_line(line_no, reason, fld, self._raw_text(raw, array)))
+            error_nos.append(line_no)
+        res.parsed = len(items) - blank - failed
         if not ts_col:
-            res.errors = len(errors)
+            res.errors = res.processed = len(errors)
             return None, res
         ts_arr = pa.array(ts_col, pa.int64())
         batch = pa.record_batch([
@@ -398,9 +395,39 @@ class RecordBatcher:
                 res.error_lines = errors = [e for _, e in merged]
         res.errors = len(errors)
         res.valid = batch.num_rows
+        res.processed = res.valid + res.errors  # every non-blank line is one or the other
         if not batch.num_rows:
             return None, res
         return batch.set_column(0, "ts", batch["ts"].cast(pa.timestamp("us", tz="UTC"))), res
+
+    def _prepare(self, items: list[bytes], first: int, errors: list[bytes],
+                 error_nos: list[int]) -> list[bytes]:
+        """Strips one trailing CR per line; over-long lines become errors here, blanks for the loop."""
+        out = []
+        for k, raw in enumerate(items):
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            if len(raw) > self.max_line_bytes:
+                if raw.strip():
+                    errors.append(self.long_line(first + k, raw, len(raw)))
+                    error_nos.append(first + k)
+                raw = b""  # numbered, but not a record
+            out.append(raw)
+        return out
+
+    def _slow_line(self, raw: bytes, line_no: int, array: bool, errors: list[bytes],
+                   error_nos: list[int]) -> Any:
+        """The exact parser, for a line orjson refused or that may hold a big integer."""
+        if not raw.strip():
+            return _BLANK  # a blank line is not a record
+        try:
+            return parse_json(raw)
+        except RecordError as exc:
+            if array:  # the array does not parse: the whole file is malformed
+                raise
+            errors.append(self.error_line(line_no, exc.reason, None, self._raw_text(raw, False)))
+            error_nos.append(line_no)
+            return _FAILED
 
     @staticmethod
     def _strip_cr(raw: bytes) -> bytes:
