@@ -384,11 +384,11 @@ class RecordBatcher:
                 rows = pc.indices_nonzero(pc.is_null(ts_arr)).to_pylist()
                 keep = [True] * len(ts_col)
                 late = []
-                for j, exc in bad:
+                for j, reason, fld in bad:
                     row = rows[j]
                     keep[row] = False
                     no = line_col[row]
-                    late.append((no, self.error_line(no, exc.reason, exc.field,
+                    late.append((no, self.error_line(no, reason, fld,
                                                      self._raw_text(self._strip_cr(items[no - first]), array))))
                 batch = batch.filter(pa.array(keep, pa.bool_()))
                 merged = sorted([*zip(error_nos, errors), *late], key=_first)
@@ -433,7 +433,7 @@ class RecordBatcher:
     def _strip_cr(raw: bytes) -> bytes:
         return raw[:-1] if raw.endswith(b"\r") else raw
 
-    def _string_timestamps(self, values: list[str]) -> tuple[pa.Array, list[tuple[int, RecordError]]]:
+    def _string_timestamps(self, values: list[str]) -> tuple[pa.Array, list[tuple[int, str, str | None]]]:
         """Epoch microseconds of timestamp strings, and the (index, error) of the invalid ones.
 
         pyarrow decides the strings that are certainly valid ISO-8601 date-times (a pattern
@@ -454,7 +454,9 @@ class RecordBatcher:
                 us = pc.replace_with_mask(us, naive, cast)
         us = pc.if_else(pc.and_(pc.greater_equal(us, MIN_US), pc.less_equal(us, MAX_US)),
                         us, pa.scalar(None, pa.int64()))
-        bad: list[tuple[int, RecordError]] = []
+        # (index, reason, field): not the exception itself, whose traceback would hold this
+        # frame (and its arrays) in a reference cycle until a full garbage collection.
+        bad: list[tuple[int, str, str | None]] = []
         if us.null_count:
             missing = pc.is_null(us)
             fixed = []
@@ -463,7 +465,7 @@ class RecordBatcher:
                 try:
                     fixed.append(timestamp_us(values[j], zone))
                 except RecordError as exc:
-                    bad.append((j, exc))
+                    bad.append((j, exc.reason, exc.field))
                     fixed.append(0)  # the row is dropped
             us = pc.replace_with_mask(us, missing, pa.array(fixed, pa.int64()))
         return us, bad

@@ -147,13 +147,13 @@ def test_columnwise_timestamps_agree_with_timestamp_us_everywhere(tz: str) -> No
                "0001-01-01T00:00:00+01:00", "0001-01-02T00:00:00Z", "9999-12-30T23:59:59.999999Z",
                "9999-12-31T00:00:00Z", "2026-11-25T10:00:00.123456789Z", "2026-03-29T02:30:00"]
     got, bad = b._string_timestamps(values)
-    errors = dict(bad)
+    errors = {j: (reason, fld) for j, reason, fld in bad}
     assert got.null_count == 0
     for j, v in enumerate(values):
         try:
             want = timestamp_us(v, zone)
         except RecordError as exc:
-            assert j in errors and (errors[j].reason, errors[j].field) == (exc.reason, exc.field), v
+            assert errors.get(j) == (exc.reason, exc.field), v
         else:
             assert j not in errors and got[j].as_py() == want, v
     assert 0 < len(bad) < len(values)
@@ -195,3 +195,25 @@ def test_inline_integer_epochs_agree_with_timestamp_us(value: int) -> None:
         assert table is not None
         ts = table["ts"].cast("int64").to_pylist()[0]
         assert ts == want
+
+
+def test_no_reference_cycle_keeps_a_chunks_arrow_memory() -> None:
+    """After a chunk with invalid timestamps, its Arrow memory is freed without the cycle collector."""
+    import gc
+
+    import pyarrow as pa
+
+    b = RecordBatcher("f", "UTC", "x", 1 << 20)
+    recs = [{"timestamp": "2026-02-30T10:00:00Z" if i % 10 == 0 else "2026-11-25T10:00:00.5Z",
+             "user_id": f"u{i}", "action": "a", "pad": "x" * 100} for i in range(5000)]
+    data = "".join(json.dumps(r) + "\n" for r in recs).encode()
+    gc.collect()
+    gc.disable()
+    try:
+        base = pa.total_allocated_bytes()
+        table, res = b.process_lines(data, 1)
+        assert res.errors == 500 and table is not None and table.num_rows == 4500
+        del table
+        assert pa.total_allocated_bytes() - base < 64 * 1024
+    finally:
+        gc.enable()
