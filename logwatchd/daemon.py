@@ -40,6 +40,7 @@ from .runtime import Runtime, open_runtime
 QUEUE_CAPACITY = 1024
 MAX_BACKOFF_S = 60.0
 STOP_DEADLINE_S = 8.0          # SIGTERM → exit well within 10 s
+STOP_GRACE_S = 2.0             # how long the file in hand may run on after SIGTERM
 REFUSED_REASONS = ("symlink", "special_file", "hard_link")
 
 
@@ -367,7 +368,8 @@ class Daemon:
         if self.watcher is not None:
             self.watcher.stop()
         if self.worker is not None:
-            self.worker.join(timeout=max(0.0, deadline - time.monotonic() - 3.0))
+            # A small file in hand finishes within this grace; a large one is abandoned.
+            self.worker.join(timeout=min(STOP_GRACE_S, max(0.0, deadline - time.monotonic() - 3.0)))
             if self.worker.is_alive():
                 self.cancel.set()  # abandon the file in hand: staged outputs are dropped
                 self.worker.join(timeout=max(0.0, deadline - time.monotonic() - 1.0))

@@ -333,3 +333,35 @@ def test_replay_moves_quarantined_files_back(env: Env, daemon: DaemonProc) -> No
     assert not (env.path("quarantine") / "text.jsonl.reason.json").exists()
     [s] = env.process(env.inbox / "text.jsonl")
     assert s["status"] == "quarantined", "replayed content is processed again, not a duplicate"
+
+
+@pytest.mark.slow
+def test_sigterm_while_a_large_file_is_in_hand_abandons_it_safely(env: Env) -> None:
+    """SIGTERM mid-way through a large file: exit 0 within 10 s, the file stays, then is done once."""
+    # One process, naive local times (the slowest timestamp path): the file takes well over
+    # the 2 s the shutdown lets it run on.
+    daemon_config(env, ingest={"chunk_bytes": 65536, "workers": 1},
+                  transform={"timezone": "Europe/Berlin"})
+    d = DaemonProc(env)
+    d.wait_ready()
+    line = '{"timestamp": "2026-11-25 10:%02d:%02d", "user_id": "u%d", "action": "login", "n": %d}\n'
+    drop(env, "big.jsonl", "".join(line % (i // 60 % 60, i % 60, i, i) for i in range(2_000_000)))
+    time.sleep(1.0)  # well into it: 2M lines take several seconds
+    t0 = time.monotonic()
+    d.signal(signal.SIGTERM)
+    code = d.proc.wait(15)
+    elapsed = time.monotonic() - t0
+    d._close()
+    assert code == 0 and elapsed < 10, f"exit {code} after {elapsed:.1f}s"
+    assert not d.named("file_processed"), "the stop came too late to test abandoning"
+    assert (env.inbox / "big.jsonl").exists(), "an abandoned file stays in the inbox"
+    assert env.clean_rows() == [], "nothing of an abandoned file is visible"
+    d2 = DaemonProc(env)
+    try:
+        d2.wait_ready()
+        d2.wait_inbox_empty(timeout=120)
+        assert_exactly_once(env, {"big.jsonl": 2_000_000})
+        assert_ledger_consistent(env)
+    finally:
+        assert d2.stop() == 0
+    assert not list(env.root.rglob(".*.tmp"))
