@@ -218,8 +218,8 @@ def machine() -> dict[str, Any]:
 
 def print_table(res: dict[str, Any]) -> None:
     m = res["machine"]
-    rows: list[tuple[str, str]] = [("machine", f"{m['cores']} cores, {m['cpu']}; load avg at start "
-                                               f"{m['load_avg_at_start'][0]}")]
+    load = m["load_avg_at_start"][0]
+    rows: list[tuple[str, str]] = [("machine", f"{m['cores']} cores, {m['cpu']}; load avg at start {load}")]
     tp = res["throughput"]
     lw = tp["logwatchd"]
     rows.append((f"logwatchd process, {tp['lines']:,} lines ({tp['bytes'] / 1e6:.0f} MB)",
@@ -230,22 +230,22 @@ def print_table(res: dict[str, Any]) -> None:
         rows.append(("throughput ratio logwatchd / DuckDB", f"{tp['ratio']:.2f}  (target ≥ 1.0, aim 1.5)"))
         for side in ("logwatchd", "duckdb"):
             c = tp[side]["counts"]
-            rows.append((f"  counts {side}", f"processed {c['processed']:,} valid {c['valid']:,} "
-                                            f"errors {c['errors']:,} {c['reasons']}"))
+            counts = f"processed {c['processed']:,} valid {c['valid']:,} errors {c['errors']:,} {c['reasons']}"
+            rows.append((f"  counts {side}", counts))
         rows.append(("  counts agree", f"{tp['counts_agree']} (per reason: {tp['reasons_agree']})"))
         rows.append(("ru_maxrss logwatchd main / DuckDB", f"{lw['ru_maxrss_mb']} MB / {dk['ru_maxrss_mb']} MB"))
-    for label, mem in res["memory"].items():
+    for mem in res["memory"].values():
         rows.append((f"peak RSS, process tree, {mem['lines']:,} lines",
-                     f"{mem['peak_tree_rss_mb']} MB ({mem['processes_at_peak']} processes; "
-                     f"main ru_maxrss {mem['ru_maxrss_main_mb']} MB)  (target ≤ 400 MB)"))
+                     (f"{mem['peak_tree_rss_mb']} MB ({mem['processes_at_peak']} processes; "
+                      f"main ru_maxrss {mem['ru_maxrss_main_mb']} MB)  (target ≤ 400 MB)")))
     lat = res["latency"]
     if "skipped" in lat:
         rows.append(("daemon latency", lat["skipped"]))
     else:
-        rows.append((f"daemon drop-to-committed, {lat['files']} files × {lat['records_per_file']} "
-                     f"records at {lat['rate_per_s']:g}/s",
-                     f"median {lat['median_ms']} ms, p99 {lat['p99_ms']} ms, missing {lat['missing']}"
-                     "  (target ≤ 50 / ≤ 250 ms)"))
+        rows.append(((f"daemon drop-to-committed, {lat['files']} files × {lat['records_per_file']} "
+                      f"records at {lat['rate_per_s']:g}/s"),
+                     (f"median {lat['median_ms']} ms, p99 {lat['p99_ms']} ms, missing {lat['missing']}"
+                      "  (target ≤ 50 / ≤ 250 ms)")))
     for key in ("http", "compaction"):
         v = res[key]
         rows.append((key, v["skipped"] if "skipped" in v else json.dumps(v)))

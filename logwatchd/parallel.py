@@ -19,14 +19,15 @@ import traceback
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from .errors import MalformedFile, TransientIOError
-from .reader import Chunk, Elements, Lines, LongLine, read_span
+from .reader import Chunk, Lines, LongLine, read_span
 from .records import ChunkResult, RecordBatcher, RecordError, split_by_date
 from .writers import PartitionedParquet, parquet_schema
+
+if TYPE_CHECKING:  # imported by the processes that build columns, never by the coordinator
+    import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,8 @@ class LocalRunner:
 
 def _worker_main(wid: int, inq: Any, outq: Any, parent: int) -> None:
     """A worker process: begin / chunk / end / abort messages, one input at a time."""
+    import pyarrow as pa
+
     # The system allocator hands freed Arrow buffers back; mimalloc keeps them cached, and
     # a worker's footprint would grow by tens of MB for nothing in return here.
     pa.set_memory_pool(pa.system_memory_pool())

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Iterator
 
 from .durable import ensure_dir, fsync_file, is_staging_name, staged_name
-from .records import CLEAN_SCHEMA
+from .records import clean_schema
+
+if TYPE_CHECKING:  # imported where Parquet is written: a coordinating process never needs it
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
 PARQUET_COMPRESSION = "zstd"
 # Dictionary encoding pays only for columns with few distinct values per row group; on
@@ -54,7 +55,7 @@ class StagedJsonl:
 
 def parquet_schema(input_sha: str, source_file: str) -> pa.Schema:
     """The clean schema, carrying the input's SHA-256 so the ledger can be rebuilt from files."""
-    return CLEAN_SCHEMA.with_metadata({
+    return clean_schema().with_metadata({
         META_INPUT_SHA: input_sha.encode(),
         META_SOURCE_FILE: source_file.encode("utf-8", "surrogateescape"),
     })
@@ -67,13 +68,15 @@ class PartitionedParquet:
         self.clean_dir = clean_dir
         self.file_stem = file_stem
         self.schema = schema
-        self._writers: dict[str, tuple[pq.ParquetWriter, Path]] = {}
+        self._writers: dict[str, tuple[pq.ParquetWriter, Path]] = {}  # date -> open writer
         self.rows: dict[str, int] = {}
 
     def final_path(self, day: str) -> Path:
         return self.clean_dir / f"date={day}" / f"{self.file_stem}.parquet"
 
     def write(self, day: str, table: pa.Table) -> None:
+        import pyarrow.parquet as pq
+
         entry = self._writers.get(day)
         if entry is None:
             final = self.final_path(day)

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import random
 import zoneinfo
 from datetime import datetime, timezone
 
 import pytest
 
-from logwatchd.records import (INVALID_ENCODING, INVALID_JSON, INVALID_TIMESTAMP, RecordBatcher,
-                               RecordError, parse_json, timestamp_us)
+from logwatchd.records import (
+    INVALID_ENCODING,
+    INVALID_JSON,
+    INVALID_TIMESTAMP,
+    RecordBatcher,
+    RecordError,
+    parse_json,
+    timestamp_us,
+)
 
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
 
@@ -118,7 +126,7 @@ def test_fraction_is_dropped_from_the_formatted_timestamp_even_before_1970() -> 
     assert table.to_pylist()[0]["timestamp"] == "1969-12-31 23:59:59"
 
 
-def _random_timestamp(rng: "random.Random") -> str:
+def _random_timestamp(rng: random.Random) -> str:
     """ISO-ish strings around the edges of what SPEC §4 accepts (and many it does not)."""
     y = rng.choice(["2026", "0001", "9999", "1969", "0000", "２０２６"])
     mo = rng.choice(["01", "02", "12", "13", "00"])
@@ -136,8 +144,6 @@ def _random_timestamp(rng: "random.Random") -> str:
 @pytest.mark.parametrize("tz", ["UTC", "Europe/Berlin"])
 def test_columnwise_timestamps_agree_with_timestamp_us_everywhere(tz: str) -> None:
     """The column-wise conversion of timestamp strings gives timestamp_us's value or its exact error."""
-    import random
-
     rng = random.Random(7)
     b = RecordBatcher("f", tz, "x", 1 << 20)
     zone = None if tz == "UTC" else zoneinfo.ZoneInfo(tz)
