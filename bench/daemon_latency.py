@@ -1,7 +1,8 @@
 """Drop-to-committed latency of small files through the running daemon (`logwatchd run`).
 
-Small files (100 records each, distinct content) are written under a hidden temporary
-name and renamed into the inbox at a steady rate. A file counts as committed at the first
+Small files (100 records each, distinct content) are written beforehand under hidden
+temporary names inside the inbox (which the daemon ignores) and renamed to their real
+names at a steady rate: the producer protocol of SPEC §4, so no settle time applies. A file counts as committed at the first
 of: its `file_processed` log line on the daemon's stdout, or its appearance in the archive
 (the archive rename is part of the commit). While the daemon runs, the HTTP load of
 `bench.http_load` can be measured against it, with files still arriving.
@@ -136,7 +137,7 @@ def _archived(root: Path) -> dict[str, float]:
 def measure_latency(d: Daemon, files: int = 300, rate: float = 20.0, records: int = 100,
                     timeout: float = 60.0) -> dict[str, Any]:
     """Drops `files` files of `records` lines at `rate`/s; median and p99 of drop-to-committed."""
-    batch = make_files(d.root / "staging", files, records, "lat", seed=10_000)
+    batch = make_files(d.inbox, files, records, "lat", seed=10_000)
     archived: dict[str, float] = {}
     done = threading.Event()
 
@@ -177,7 +178,7 @@ def measure_latency(d: Daemon, files: int = 300, rate: float = 20.0, records: in
 
 def ingest_while(d: Daemon, rate: float, seconds: float, work: Callable[[], Any]) -> Any:
     """Runs `work()` while files keep arriving at `rate`/s (the daemon ingests meanwhile)."""
-    batch = make_files(d.root / "staging", int(rate * (seconds + 5)), 100, "load", seed=50_000)
+    batch = make_files(d.inbox, int(rate * (seconds + 5)), 100, "load", seed=50_000)
     stop = threading.Event()
     t = threading.Thread(target=drop_at_rate, args=(batch, d.inbox, rate, stop.is_set), daemon=True)
     t.start()

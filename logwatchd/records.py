@@ -109,6 +109,7 @@ _DATE = (rf"(?:{_YEAR}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
 _TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
 _ISO_ZONED = rf"^{_DATE}[T ]{_TIME}(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
 _ISO_NAIVE = rf"^{_DATE}[T ]{_TIME}$"
+_COLUMNWISE_MIN = 256  # fewer timestamp strings than this are converted one by one
 
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _US_PER_DAY = 86_400_000_000
@@ -464,6 +465,8 @@ class RecordBatcher:
         import pyarrow as pa
         import pyarrow.compute as pc
 
+        if len(values) < _COLUMNWISE_MIN:  # a few values: the fixed cost of ~15 kernels dominates
+            return self._python_timestamps(values)
         arr = pa.array(values, pa.string())
         us = pa.nulls(len(values), pa.int64())
         zoned = pc.match_substring_regex(arr, _ISO_ZONED)
@@ -499,6 +502,20 @@ class RecordBatcher:
             return dumps_json(parse_json(raw))
         return raw.decode("utf-8", "replace")
 
+    def _python_timestamps(self, values: list[str]) -> tuple[pa.Array, list[tuple[int, str, str | None]]]:
+        import pyarrow as pa
+
+        out: list[int] = []
+        bad: list[tuple[int, str, str | None]] = []
+        zone = self.zone
+        for j, v in enumerate(values):
+            try:
+                out.append(timestamp_us(v, zone))
+            except RecordError as exc:
+                bad.append((j, exc.reason, exc.field))
+                out.append(0)  # the row is dropped
+        return pa.array(out, pa.int64()), bad
+
     def _table(self, parsed: pa.Table) -> pa.Table:
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -528,6 +545,12 @@ class RecordBatcher:
 
 
 def _counts(table: pa.Table) -> dict[tuple[str, str], int]:
+    """Rows per (event date, action), for the ledger's daily counts."""
+    if table.num_rows < 2048:  # a small file: cheaper than starting a group-by plan
+        counts: dict[tuple[str, str], int] = {}
+        for key in zip(table["date"].to_pylist(), table["action"].to_pylist()):
+            counts[key] = counts.get(key, 0) + 1
+        return counts
     grouped = table.group_by(["date", "action"]).aggregate([([], "count_all")])
     return {
         (d, a): n

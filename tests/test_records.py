@@ -153,6 +153,9 @@ def test_columnwise_timestamps_agree_with_timestamp_us_everywhere(tz: str) -> No
                "0001-01-01T00:00:00+01:00", "0001-01-02T00:00:00Z", "9999-12-30T23:59:59.999999Z",
                "9999-12-31T00:00:00Z", "2026-11-25T10:00:00.123456789Z", "2026-03-29T02:30:00"]
     got, bad = b._string_timestamps(values)
+    small, small_bad = b._string_timestamps(values[:100])  # below the column-wise threshold
+    assert small.to_pylist() == got.to_pylist()[:100]
+    assert small_bad == [x for x in bad if x[0] < 100]
     errors = {j: (reason, fld) for j, reason, fld in bad}
     assert got.null_count == 0
     for j, v in enumerate(values):
@@ -223,3 +226,16 @@ def test_no_reference_cycle_keeps_a_chunks_arrow_memory() -> None:
         assert pa.total_allocated_bytes() - base < 64 * 1024
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("n", [50, 5000])
+def test_counts_per_date_and_action_small_and_large(n: int) -> None:
+    """The (date, action) counts agree with the rows, whichever way they are computed."""
+    from collections import Counter
+
+    b = RecordBatcher("f", "UTC", "x", 1 << 20)
+    data = "".join(json.dumps({"timestamp": 1764000000 + i * 97, "user_id": "u",
+                               "action": ["login", "view", "click"][i % 3]}) + "\n" for i in range(n))
+    table, res = b.process_lines(data.encode(), 1)
+    assert res.counts == dict(Counter(zip(table["date"].to_pylist(), table["action"].to_pylist())))
+    assert sum(res.counts.values()) == n
