@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from .errors import MalformedFile, TransientIOError
-from .reader import Chunk, Lines, LongLine, read_span
+from .reader import Chunk, Lines, LongLine, is_span, own_span_fd, read_span
 from .records import ChunkResult, RecordBatcher, RecordError, split_by_date
 from .writers import PartitionedParquet, parquet_schema
 
@@ -46,6 +46,10 @@ class JobSpec:
 SLICE_BYTES = 1 << 20  # JSON Lines parsed per step inside a chunk
 
 
+class SpanUnreadable(Exception):
+    """This process may not reopen the parent's descriptor (e.g. /proc is restricted)."""
+
+
 class ChunkSink:
     """Processes chunks of one input and writes its valid rows to staged Parquet parts."""
 
@@ -64,8 +68,9 @@ class ChunkSink:
             return res
         try:
             if isinstance(chunk, Lines):
-                if chunk.length >= 0 and not chunk.data:
-                    chunk = read_span(self._open(chunk.origin), chunk)
+                if is_span(chunk):
+                    fd = own_span_fd(chunk)
+                    chunk = read_span(fd if fd >= 0 else self._open(chunk.origin), chunk)
                 table, res = self._lines(chunk)
             else:
                 table, res = self.batcher.process_elements(chunk.items, chunk.first)
@@ -106,7 +111,10 @@ class ChunkSink:
         if origin != self._origin:
             self._close_input()
             assert origin is not None
-            self._fd = os.open(origin, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                self._fd = os.open(origin, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise SpanUnreadable(f"{origin}: {exc.strerror}") from None
             self._origin = origin
         return self._fd
 
@@ -172,6 +180,8 @@ def _worker_main(wid: int, inq: Any, outq: Any, parent: int) -> None:
                 return
         except MalformedFile as exc:
             outq.put((wid, msg[1] if kind == "chunk" else -1, "malformed", (exc.reason, exc.detail)))
+        except SpanUnreadable:  # the parent sends this chunk's bytes instead
+            outq.put((wid, msg[1] if kind == "chunk" else -1, "nospan", None))
         except TransientIOError as exc:  # the input changed since the parent hashed it
             outq.put((wid, msg[1] if kind == "chunk" else -1, "transient", str(exc)))
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
@@ -179,11 +189,21 @@ def _worker_main(wid: int, inq: Any, outq: Any, parent: int) -> None:
                       f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
 
 
+_NO_SPAN = object()
+
+
+def _with_data(chunk: Chunk) -> Chunk:
+    """A span read here, in the process that cut the file, for a worker that cannot."""
+    if isinstance(chunk, Lines) and is_span(chunk):
+        return read_span(chunk.fd, chunk)
+    return chunk
+
+
 def _as_span(chunk: Chunk) -> Chunk:
     """A Lines chunk of an uncompressed file travels as its place in the file, not its bytes."""
     if isinstance(chunk, Lines) and chunk.data and chunk.origin is not None and chunk.offset >= 0:
         return Lines(chunk.first, b"", chunk.strip_bom, chunk.offset, chunk.origin,
-                     len(chunk.data), zlib.crc32(chunk.data))
+                     len(chunk.data), zlib.crc32(chunk.data), chunk.fd)
     return chunk
 
 
@@ -199,6 +219,10 @@ class PoolRunner:
         self._procs: list[Any] = []
         self._inqs: list[Any] = []
         self._outq: Any = None
+        # Workers reopen the input through /proc/PID/fd; where that is refused, this process
+        # reads the spans itself and sends their bytes, from the first refusal on.
+        self.spans_ok = True
+        self._inflight: dict[int, Chunk] = {}
 
     def _start(self) -> None:
         # forkserver: workers never inherit the daemon's threads or open sockets.
@@ -234,7 +258,9 @@ class PoolRunner:
                         yield done.pop(next_seq)
                         next_seq += 1
                 wid = load.index(min(load))
-                self._inqs[wid].put(("chunk", seq, _as_span(chunk)))
+                chunk = _as_span(chunk) if self.spans_ok else _with_data(chunk)
+                self._inflight[seq] = chunk
+                self._inqs[wid].put(("chunk", seq, chunk))
                 load[wid] += 1
                 sent = seq + 1
             while next_seq < sent:
@@ -244,6 +270,7 @@ class PoolRunner:
                 yield done.pop(next_seq)
                 next_seq += 1
             parts: list = []
+            self._inflight.clear()
             for q in self._inqs:
                 q.put(("end",))
             for _ in range(self.n):
@@ -251,11 +278,17 @@ class PoolRunner:
             ok = True
             yield parts
         finally:
+            self._inflight.clear()
             if not ok:
                 self._abort(load)
 
     def _receive(self, load: list[int], done: dict[int, ChunkResult]) -> None:
         wid, seq, res = self._get_tagged()
+        if res is _NO_SPAN:  # the worker may not reopen the input: send it the bytes
+            self.spans_ok = False
+            self._inqs[wid].put(("chunk", seq, _with_data(self._inflight[seq])))
+            return
+        del self._inflight[seq]
         load[wid] -= 1
         done[seq] = res
 
@@ -273,6 +306,8 @@ class PoolRunner:
                 raise TransientIOError(payload)
             if status == "error":
                 raise WorkerError(payload)
+            if status == "nospan":
+                return wid, seq, _NO_SPAN
             return wid, seq, payload
 
     def _get(self) -> Any:

@@ -29,9 +29,9 @@ LONG_PREFIX = 4096  # bytes of an over-long line kept in memory
 class Lines:
     """Complete JSON Lines text; its first line has number `first`.
 
-    For an uncompressed file, `origin` (a path that reopens the input: /proc/PID/fd/N) and
-    `offset` say where `data` lies in it, so a worker process can read the bytes itself
-    instead of receiving them through a pipe.
+    For an uncompressed file, `origin` (a path that reopens the input: /proc/PID/fd/N, the
+    descriptor `fd` of process PID) and `offset` say where `data` lies in it, so a worker
+    process can read the bytes itself instead of receiving them through a pipe.
     """
 
     first: int
@@ -41,6 +41,7 @@ class Lines:
     origin: str | None = None
     length: int = -1   # with empty `data`: the bytes are only in the file (a span)
     crc: int = 0       # CRC-32 of those bytes, to notice a file changed since it was hashed
+    fd: int = -1       # the descriptor behind `origin`, valid in the process that cut the file
 
 
 @dataclass
@@ -177,10 +178,11 @@ def iter_chunks(src: HashingReader, name: str, chunk_bytes: int, max_line_bytes:
         yield from _array_chunks(stream, body, chunk_bytes, max_line_bytes)
     else:
         origin = None if gz else reopen_path(src.raw)
+        fd = src.raw.fileno() if origin is not None else -1  # type: ignore[attr-defined]
         if origin is not None and spans:
-            yield from _line_spans(stream, head, chunk_bytes, max_line_bytes, origin)
+            yield from _line_spans(stream, head, chunk_bytes, max_line_bytes, origin, fd)
         else:
-            yield from _line_chunks(stream, head, chunk_bytes, max_line_bytes, origin)
+            yield from _line_chunks(stream, head, chunk_bytes, max_line_bytes, origin, fd)
 
 
 def reopen_path(raw: object) -> str | None:
@@ -194,7 +196,7 @@ def reopen_path(raw: object) -> str | None:
 
 
 def _line_chunks(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int,
-                 origin: str | None = None) -> Iterator[Chunk]:
+                 origin: str | None = None, fd: int = -1) -> Iterator[Chunk]:
     line_no = 1
     pending = head
     base = 0  # offset of pending[0] in the stream (= in the file when uncompressed)
@@ -216,21 +218,22 @@ def _line_chunks(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int,
                 continue
             prefix = pending[:LONG_PREFIX]
             length, pending = _skip_line(stream, pending)
-            yield LongLine(line_no, prefix, length)
+            yield LongLine(line_no, _no_bom(prefix, first), length)
             base += length + 1
             line_no += 1
             first = False
             continue
         data = pending[:cut]
         pending = pending[cut:]
-        yield Lines(line_no, data, strip_bom=first, offset=base if origin else -1, origin=origin)
+        yield Lines(line_no, data, strip_bom=first, offset=base if origin else -1, origin=origin,
+                    fd=fd)
         base += cut
         line_no += data.count(b"\n")
         first = False
 
 
 def _line_spans(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int,
-                origin: str) -> Iterator[Chunk]:
+                origin: str, fd: int) -> Iterator[Chunk]:
     """Newline-aligned spans of about chunk_bytes, found block by block (memory: one block)."""
     line_no = 1        # number of the line that starts at `start`
     start = 0          # offset where the current region begins
@@ -244,16 +247,21 @@ def _line_spans(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int,
     tail_prefix = b""  # ... of [nl_end, end), the next region's start
     skipping = False   # inside a line longer than max_line, looking for its end
     first = True
-    block = head
-    while block:
+    # Blocks no larger than a chunk, so that a cut (at most one per block) comes every
+    # chunk_bytes to 2 × chunk_bytes even when chunks are small.
+    size = max(1, min(READ_BYTES, chunk_bytes))
+    blocks = _blocks(head, stream, size)
+    for block in blocks:
         view = memoryview(block)
         i = 0
         while True:
             if skipping:
                 j = block.find(b"\n", i)
+                if len(prefix) < LONG_PREFIX:  # the line's start is all that is kept of it
+                    prefix += block[i:min(j if j >= 0 else len(block), i + LONG_PREFIX - len(prefix))]
                 if j < 0:
                     break
-                yield LongLine(line_no, prefix, end + j - start)
+                yield LongLine(line_no, _no_bom(prefix, first), end + j - start)
                 line_no += 1
                 first = skipping = False
                 start = end + j + 1
@@ -277,7 +285,7 @@ def _line_spans(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int,
             block_end = end + len(block)
             if nl_end > start and block_end - start >= chunk_bytes:
                 yield Lines(line_no, b"", strip_bom=first, offset=start, origin=origin,
-                            length=nl_end - start, crc=crc_nl)
+                            length=nl_end - start, crc=crc_nl, fd=fd)
                 line_no += nls
                 first = False
                 start, nls, crc_all, prefix = nl_end, 0, crc_tail, tail_prefix
@@ -285,12 +293,35 @@ def _line_spans(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int,
                 skipping = True  # the region is one line, already too long
             break
         end += len(block)
-        block = stream.read(READ_BYTES)
     if skipping:
-        yield LongLine(line_no, prefix, end - start)
+        yield LongLine(line_no, _no_bom(prefix, first), end - start)
     elif end > start:
         yield Lines(line_no, b"", strip_bom=first, offset=start, origin=origin,
-                    length=end - start, crc=crc_all)
+                    length=end - start, crc=crc_all, fd=fd)
+
+
+def _no_bom(prefix: bytes, first: bool) -> bytes:
+    """The BOM is not part of the first line (as for a line inside a Lines chunk)."""
+    return prefix[3:] if first and prefix.startswith(BOM) else prefix
+
+
+def _blocks(head: bytes, stream: _Decoded, size: int) -> Iterator[bytes]:
+    """The already-read head, then the rest of the stream, in blocks of at most `size` bytes."""
+    for k in range(0, len(head), size):
+        yield head[k:k + size]
+    while block := stream.read(size):
+        yield block
+
+
+def is_span(chunk: Chunk) -> bool:
+    """A Lines chunk whose bytes are only in the file."""
+    return isinstance(chunk, Lines) and chunk.length >= 0 and not chunk.data
+
+
+def own_span_fd(chunk: Lines) -> int:
+    """The span's descriptor when this process cut the file, else -1 (it must reopen it)."""
+    origin = chunk.origin or ""
+    return chunk.fd if origin.startswith(f"/proc/{os.getpid()}/fd/") else -1
 
 
 def read_span(fd: int, chunk: Lines) -> Lines:
