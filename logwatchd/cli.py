@@ -123,15 +123,15 @@ def cmd_process(args: argparse.Namespace) -> int:
                 outcome = pipeline.process(path)
             except (FileVanished, FileNotFoundError):
                 outcome = FileOutcome(display_name(path.name), "failed", reason="not_found",
-                                      detail=f"no such file: {name}")
+                                      detail=f"no such file: {display_name(name)}")
             except (TransientIOError, OSError) as exc:
                 outcome = FileOutcome(display_name(path.name), "failed", reason="io_error",
                                       detail=str(exc))
             except Exception as exc:  # a bug: say so, keep going with the other files
-                log.error(logs.INTERNAL_ERROR, file=name, error=repr(exc),
+                log.error(logs.INTERNAL_ERROR, file=display_name(name), error=repr(exc),
                           traceback=traceback.format_exc())
                 outcome = FileOutcome(display_name(path.name), "failed", reason="internal_error",
-                                      detail=repr(exc))
+                                      detail=display_name(repr(exc)))
             if outcome.status == "failed":
                 status = EXIT_FAILURE
             sys.stdout.buffer.write(orjson.dumps(outcome.summary()) + b"\n")

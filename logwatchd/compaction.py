@@ -276,7 +276,11 @@ def _merge_group(pending: deque[_Source], directory: Path, day: str, target: int
                 out.abort()
                 buffer = table
                 continue
-            size = out.close()
+            try:
+                size = out.close()
+            except BaseException:
+                out.abort()  # a failed footer or fsync (disk full): nothing of it may stay
+                raise
             group.outputs.append(Output(out.final, out.staged, "clean", day, out.rows, size))
             bpr[0] = max(1.0, size / out.rows)
             buffer = table.take(order.slice(done)) if done < rows else None
@@ -350,7 +354,10 @@ class _MergedFile:
             self._writer.close()
         except Exception:  # noqa: BLE001, S110 - the staged file is removed anyway
             pass
-        self._fh.close()
+        try:
+            self._fh.close()
+        except OSError:
+            pass  # closing flushes, which fails again on a full disk
         self.staged.unlink(missing_ok=True)
 
 

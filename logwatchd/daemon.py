@@ -285,7 +285,7 @@ class Daemon:
 
     def _update_backlog(self) -> None:
         assert self.watcher is not None
-        oldest = self.watcher.oldest_mtime
+        oldest = self.watcher.oldest_seen
         age = max(0.0, time.time() - oldest) if oldest is not None else 0.0
         self.metrics.set_backlog(self.watcher.backlog, age)
 

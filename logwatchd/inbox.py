@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from watchdog.events import (FileClosedEvent, FileClosedNoWriteEvent, FileCreatedEvent,
-                             FileModifiedEvent, FileMovedEvent, FileOpenedEvent,
+                             FileDeletedEvent, FileModifiedEvent, FileMovedEvent, FileOpenedEvent,
                              FileSystemEvent, FileSystemEventHandler)
 from watchdog.observers import Observer
 
@@ -119,6 +119,9 @@ class _Handler(FileSystemEventHandler):
     def dispatch(self, event: FileSystemEvent) -> None:
         w = self.w
         if isinstance(event, FileMovedEvent):
+            src = Path(os.fsdecode(event.src_path))
+            if src.parent == w.inbox:
+                w.forget(src)
             dest = Path(os.fsdecode(event.dest_path))
             if dest.parent == w.inbox:
                 w.ready_now(dest)
@@ -126,7 +129,9 @@ class _Handler(FileSystemEventHandler):
         path = Path(os.fsdecode(event.src_path))
         if path.parent != w.inbox:
             return
-        if isinstance(event, FileOpenedEvent):
+        if isinstance(event, FileDeletedEvent):
+            w.forget(path)
+        elif isinstance(event, FileOpenedEvent):
             w.note_open(path, +1)
         elif isinstance(event, FileClosedEvent):
             w.note_open(path, -1)
@@ -147,13 +152,18 @@ class InboxWatcher:
         self.intake = intake
         self._lock = threading.Lock()
         self._pending: dict[Path, tuple[int, int, float]] = {}  # path -> (size, mtime_ns, since)
-        self._opens: dict[Path, int] = {}
+        # Opens minus closes seen by inotify, with the time of the last such event. A count
+        # with no event for STALE_OPEN_S is not trusted: a close event can be lost (queue
+        # overflow), and a writer that neither writes nor closes for that long is gone.
+        self._opens: dict[Path, tuple[int, float]] = {}
+        self.stale_open_s = max(60.0, 10 * ingest.settle_seconds)
+        self._first_seen: dict[Path, float] = {}  # wall time the watcher first saw each file
         self._observer: Observer | None = None
         self._stop = threading.Event()
         self._tick: threading.Thread | None = None
         self._next_rescan = 0.0
         self.backlog = 0
-        self.oldest_mtime: float | None = None
+        self.oldest_seen: float | None = None
         self.last_tick = time.monotonic()
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -190,7 +200,7 @@ class InboxWatcher:
         if not self.wanted(path):
             return
         with self._lock:
-            if self._opens.get(path, 0) > 0:
+            if self._held_open(path):
                 self._pending.setdefault(path, (-1, -1, time.monotonic()))
                 return
             self._pending.pop(path, None)
@@ -201,11 +211,28 @@ class InboxWatcher:
         if not self.wanted(path):
             return
         with self._lock:
-            n = self._opens.get(path, 0) + delta
+            n = self._opens.get(path, (0, 0.0))[0] + delta
             if n > 0:
-                self._opens[path] = n
+                self._opens[path] = (n, time.monotonic())
             else:
                 self._opens.pop(path, None)
+
+    def forget(self, path: Path) -> None:
+        """The name left the inbox (deleted, moved out): drop what was known about it."""
+        with self._lock:
+            self._opens.pop(path, None)
+            self._pending.pop(path, None)
+            self._first_seen.pop(path, None)
+
+    def _held_open(self, path: Path) -> bool:
+        """Caller holds the lock. True while a writer is known to keep the file open."""
+        entry = self._opens.get(path)
+        if entry is None:
+            return False
+        if time.monotonic() - entry[1] > self.stale_open_s:
+            del self._opens[path]
+            return False
+        return entry[0] > 0
 
     def note_seen(self, path: Path) -> None:
         if not self.wanted(path) or self.intake.contains(path):
@@ -251,7 +278,7 @@ class InboxWatcher:
                         self._pending[path] = (st.st_size, st.st_mtime_ns, now)
                 continue
             with self._lock:
-                if now - since < settle or self._opens.get(path, 0) > 0:
+                if now - since < settle or self._held_open(path):
                     continue
             if self.intake.offer(path):
                 with self._lock:
@@ -270,8 +297,18 @@ class InboxWatcher:
                     continue
                 if not stat.S_ISDIR(st.st_mode):
                     found.append((st.st_mtime, Path(entry.path)))
+        # The backlog's age counts from when a file was first seen here, not its mtime:
+        # a file renamed in with an old mtime (cp -p, rsync -t) has only just arrived.
+        now = time.time()
+        with self._lock:
+            present = {p for _, p in found}
+            for p in list(self._first_seen):
+                if p not in present:
+                    del self._first_seen[p]
+            for p in present:
+                self._first_seen.setdefault(p, now)
+            self.oldest_seen = min(self._first_seen.values(), default=None)
         self.backlog = len(found)
-        self.oldest_mtime = min((m for m, _ in found), default=None)
         return found
 
     def refresh_backlog(self) -> None:
@@ -287,7 +324,7 @@ class InboxWatcher:
             if self.intake.contains(path):
                 continue
             with self._lock:
-                if path in self._pending or self._opens.get(path, 0) > 0:
+                if path in self._pending or self._held_open(path):
                     continue
                 if wall - mtime < self.ingest.settle_seconds:
                     self._pending[path] = (-1, -1, time.monotonic())

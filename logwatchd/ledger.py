@@ -17,9 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-from .durable import fsync_dir, move, sync_dirs
+from .durable import fsync_dir, fsync_file, move, sync_dirs
 from .errors import LedgerError, LogwatchdError
 
 SCHEMA_VERSION = "1"
@@ -116,6 +116,7 @@ class Ledger:
         self.path = path
         self._conn = conn
         self._write_lock = threading.Lock()
+        self._journal_lock = threading.RLock()
         self._local = threading.local()
 
     # --- opening ----------------------------------------------------------------------
@@ -137,15 +138,10 @@ class Ledger:
                         f"the ledger {path} is missing but {d} holds outputs; refusing to "
                         "start a new one. Run `logwatchd rebuild-ledger` to rebuild it.")
             path.parent.mkdir(parents=True, exist_ok=True)
+        if not exists:
+            _create(path)
         conn = _connect(path)
         try:
-            if not exists:
-                counters = "".join(f"INSERT INTO counters VALUES ('{c}', 0);" for c in COUNTERS)
-                conn.executescript(
-                    "BEGIN IMMEDIATE;" + _SCHEMA + counters
-                    + f"INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');"
-                    + f"INSERT INTO meta VALUES ('created_at', '{utc_iso()}');COMMIT;")
-                fsync_dir(path.parent)
             _verify(conn, path)
         except sqlite3.DatabaseError as exc:
             conn.close()
@@ -180,7 +176,7 @@ class Ledger:
                     (c.sha256, c.name, c.outcome, c.bytes, c.processed, c.valid, c.errors,
                      c.reason, at))
                 conn.executemany(
-                    "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO outputs VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [(str(o.path), c.sha256, o.kind, o.date, o.rows, o.bytes, at) for o in c.outputs])
                 conn.executemany(
                     "INSERT INTO daily_counts VALUES (?, ?, ?) "
@@ -193,7 +189,7 @@ class Ledger:
             moves = [Move(o.staged, o.path) for o in c.outputs] + c.moves
             conn.executemany(
                 "INSERT INTO journal (txn, src, dst, src_sha256) VALUES (?, ?, ?, ?)",
-                [(txn, str(m.src), None if m.dst is None else str(m.dst), m.src_sha256) for m in moves])
+                [(txn, _enc(m.src), _enc(m.dst), m.src_sha256) for m in moves])
         return txn
 
     def count_dead_letter(self) -> None:
@@ -225,35 +221,55 @@ class Ledger:
                          [(n, name) for name, n in deltas.items() if n])
 
     # --- the journal ------------------------------------------------------------------
-    def complete(self, txn: str) -> None:
-        """Carries out a committed transaction's moves, then forgets them."""
-        with self._write_lock:  # the write connection is shared: never read mid-transaction
-            rows = self._conn.execute(
-                "SELECT src, dst, src_sha256 FROM journal WHERE txn = ? ORDER BY id", (txn,)).fetchall()
-        synced: set[Path] = set()
-        for src, dst, sha in rows:
-            _apply_move(Path(src), None if dst is None else Path(dst), sha, synced)
-        sync_dirs(synced)
-        with self._write_lock, _immediate(self._conn) as conn:
-            conn.execute("DELETE FROM journal WHERE txn = ?", (txn,))
+    def complete(self, txn: str, progress: Callable[[], None] | None = None) -> None:
+        """Carries out a committed transaction's moves, then forgets them.
 
-    def recover(self) -> int:
-        """Completes every transaction a crash interrupted; returns how many there were."""
+        Serialised per ledger: two threads never replay the same transaction at once.
+        """
+        with self._journal_lock:
+            with self._write_lock:  # the write connection is shared: never read mid-transaction
+                rows = self._conn.execute(
+                    "SELECT src, dst, src_sha256 FROM journal WHERE txn = ? ORDER BY id", (txn,)).fetchall()
+            synced: set[Path] = set()
+            for src, dst, sha in rows:
+                _apply_move(_dec(src), None if dst is None else _dec(dst), sha, synced, progress)
+            sync_dirs(synced)
+            with self._write_lock, _immediate(self._conn) as conn:
+                conn.execute("DELETE FROM journal WHERE txn = ?", (txn,))
+
+    def recover(self, prefix: str = "") -> int:
+        """Completes every committed transaction whose moves are not done (a crash, a failed
+        rename); `prefix` limits it to one kind (`input:`, `compact:`). Returns how many."""
         with self._write_lock:
-            txns = [r[0] for r in self._conn.execute("SELECT txn FROM journal GROUP BY txn ORDER BY min(id)")]
+            txns = [r[0] for r in self._conn.execute(
+                "SELECT txn FROM journal WHERE substr(txn, 1, ?) = ? GROUP BY txn ORDER BY min(id)",
+                (len(prefix), prefix))]
         for txn in txns:
             self.complete(txn)
         return len(txns)
 
-    def pending_paths(self) -> set[str]:
+    def pending(self, prefix: str = "") -> bool:
+        with self._write_lock:
+            return self._conn.execute("SELECT 1 FROM journal WHERE substr(txn, 1, ?) = ? LIMIT 1",
+                                      (len(prefix), prefix)).fetchone() is not None
+
+    def pending_paths(self) -> set[Path]:
         """Sources of moves not yet done (staged files recovery must not delete)."""
-        return {r[0] for r in self._conn.execute("SELECT src FROM journal")}
+        with self._write_lock:
+            return {_dec(r[0]) for r in self._conn.execute("SELECT src FROM journal")}
 
     # --- reading ----------------------------------------------------------------------
     def lookup(self, sha256: str) -> sqlite3.Row | None:
         """The first processing of this content, if any."""
         conn = self._reader()
         return conn.execute("SELECT * FROM inputs WHERE sha256 = ? ORDER BY id", (sha256,)).fetchone()
+
+    def stem_in_use(self, stem: str) -> bool:
+        """True when a live output is already named after `stem` (<stem>-N.parquet, <stem>.jsonl)."""
+        row = self._reader().execute(
+            "SELECT 1 FROM outputs WHERE path LIKE ? OR path LIKE ? LIMIT 1",
+            (f"%/{stem}-%.parquet", f"%/{stem}.jsonl")).fetchone()
+        return row is not None
 
     def occurrences(self, sha256: str) -> int:
         """How many times this content was committed (more than once only with dedupe off)."""
@@ -325,8 +341,8 @@ class Ledger:
             conn.executemany(
                 "INSERT INTO outputs VALUES (?, NULL, ?, ?, ?, ?, ?)",
                 [(str(o.path), o.kind, o.date, o.rows, o.bytes, at) for o in merged])
-            moves = ([(txn, str(o.staged), str(o.path), None) for o in merged]
-                     + [(txn, str(p), None, None) for p in replaced])
+            moves = ([(txn, _enc(o.staged), _enc(o.path), None) for o in merged]
+                     + [(txn, _enc(p), None, None) for p in replaced])
             conn.executemany("INSERT INTO journal (txn, src, dst, src_sha256) VALUES (?, ?, ?, ?)",
                              moves)
         return txn
@@ -339,6 +355,30 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA busy_timeout = 30000")
     return conn
+
+
+def _create(path: Path) -> None:
+    """Creates a new ledger beside its final name, then renames it into place.
+
+    A crash while creating leaves only the `.new` file (removed next time), never a
+    schema-less ledger that start-up would have to refuse.
+    """
+    new = path.with_name(path.name + ".new")
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(str(new) + suffix).unlink(missing_ok=True)
+    conn = sqlite3.connect(new, isolation_level=None)
+    try:
+        conn.execute("PRAGMA synchronous = FULL")
+        counters = "".join(f"INSERT INTO counters VALUES ('{c}', 0);" for c in COUNTERS)
+        conn.executescript(
+            "BEGIN IMMEDIATE;" + _SCHEMA + counters
+            + f"INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');"
+            + f"INSERT INTO meta VALUES ('created_at', '{utc_iso()}');COMMIT;")
+    finally:
+        conn.close()
+    fsync_file(new)
+    os.replace(new, path)
+    fsync_dir(path.parent)
 
 
 def _verify(conn: sqlite3.Connection, path: Path) -> None:
@@ -374,16 +414,26 @@ def _has_files(root: Path) -> Iterator[bool]:
                 return
 
 
-def _apply_move(src: Path, dst: Path | None, sha: str | None, synced: set[Path]) -> None:
+def _enc(path: Path | None) -> bytes | None:
+    """A path as bytes for the journal: file names need not be valid UTF-8."""
+    return None if path is None else os.fsencode(path)
+
+
+def _dec(raw: bytes | str) -> Path:
+    return Path(os.fsdecode(raw))
+
+
+def _apply_move(src: Path, dst: Path | None, sha: str | None, synced: set[Path],
+                progress: Callable[[], None] | None = None) -> None:
     """One journal move, idempotent: done already, or source gone, is fine."""
     if not os.path.lexists(src):
         return  # already moved (or deleted) before the crash
-    if sha is not None and _sha256_of(src) != sha:
+    if sha is not None and _sha256_of(src, progress) != sha:
         return  # the name now holds another file: leave it for its own processing
     move(src, dst, synced)
 
 
-def _sha256_of(path: Path) -> str | None:
+def _sha256_of(path: Path, progress: Callable[[], None] | None = None) -> str | None:
     h = hashlib.sha256()
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -392,4 +442,6 @@ def _sha256_of(path: Path) -> str | None:
     with os.fdopen(fd, "rb") as fh:
         while block := fh.read(1 << 20):
             h.update(block)
+            if progress is not None:
+                progress()
     return h.hexdigest()

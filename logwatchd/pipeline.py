@@ -21,7 +21,7 @@ from typing import Any, Callable
 import orjson
 
 from .config import Config
-from .durable import move, staged_name, sync_dirs, write_staged
+from .durable import is_staging_name, move, staged_name, sync_dirs, write_staged
 from .errors import Cancelled, MalformedFile, RefusedFile, TransientIOError
 from .ledger import Commit, Ledger, Move, Output, utc_iso
 from .parallel import JobSpec, LocalRunner, PoolRunner
@@ -65,12 +65,20 @@ def display_name(name: str) -> str:
 
 
 def free_name(directory: Path, name: str, sha: str | None) -> Path:
-    """`directory/name`, or a name tagged with the content hash when that is taken."""
+    """`directory/name`, or, when that is taken, the name tagged before its first suffix
+    (`a.<tag>.jsonl.gz`), so that a replayed file still matches the inbox patterns."""
     target = directory / name
     if not os.path.lexists(target):
         return target
     tag = sha[:12] if sha else f"{time.time_ns():x}"
-    return directory / f"{name}.{tag}"
+    dot = name.find(".", 1)
+    stem, suffixes = (name, "") if dot < 0 else (name[:dot], name[dot:])
+    target = directory / f"{stem}.{tag}{suffixes}"
+    n = 1
+    while os.path.lexists(target):  # the same content twice: keep both copies
+        target = directory / f"{stem}.{tag}-{n}{suffixes}"
+        n += 1
+    return target
 
 
 class Pipeline:
@@ -100,6 +108,10 @@ class Pipeline:
         """Processes one file to its outcome. Raises TransientIOError, FileVanished or a bug."""
         _failpoint(path.name)
         started = time.monotonic()
+        if self.ledger.pending("input:"):
+            # An earlier outcome committed but not moved into place (a failed rename): finish
+            # it first, so that its input is archived rather than taken for a duplicate.
+            self.ledger.recover("input:")
         in_inbox = self.in_inbox(path)
         name = display_name(path.name)
         try:
@@ -108,27 +120,31 @@ class Pipeline:
             if in_inbox:
                 self._quarantine_entry(path, exc.reason, exc.detail)
             return FileOutcome(name, "quarantined", reason=exc.reason, detail=exc.detail)
+        now = self.clock()
         with fh:
-            sha = _sha256(fh)
+            sha = _sha256(fh, self.progress)
             fh.seek(0)
-            outcome = self._process_open(path, name, fh, st, sha, in_inbox)
+            outcome, commit = self._process_open(path, name, fh, st, sha, in_inbox, now)
+        # The input is closed before it moves: its close event belongs to the inbox.
+        self._apply(commit, now)
         outcome.duration_ms = round((time.monotonic() - started) * 1000, 3)
         return outcome
 
     def _process_open(self, path: Path, name: str, fh: Any, st: os.stat_result, sha: str,
-                      in_inbox: bool) -> FileOutcome:
+                      in_inbox: bool, now: datetime) -> tuple[FileOutcome, Commit]:
         cfg = self.config
-        now = self.clock()
         seen = self.ledger.occurrences(sha)
         if cfg.ingest.dedupe and seen:
             commit = Commit(sha, name, "duplicate", bytes=st.st_size)
             if in_inbox:
                 commit.moves.append(self._retire_input(path, sha, now))
-            self._apply(commit, now)
-            return FileOutcome(name, "duplicate", sha256=sha, bytes=st.st_size)
+            return FileOutcome(name, "duplicate", sha256=sha, bytes=st.st_size), commit
+        # Names are deterministic: a retry after a crash rewrites the same (staged) names.
+        stem = sha if not seen else f"{sha}-r{seen}"
+        while seen and self.ledger.stem_in_use(stem):  # repeats after a rebuilt ledger
+            seen += 1
+            stem = f"{sha}-r{seen}"
         try:
-            # Names are deterministic: a retry after a crash rewrites the same (staged) names.
-            stem = sha if not seen else f"{sha}-r{seen}"
             result, outputs = self._transform(path, name, fh, st, sha, stem, now)
         except MalformedFile as exc:
             return self._quarantine(path, name, sha, st.st_size, exc, in_inbox, now)
@@ -137,9 +153,9 @@ class Pipeline:
                         counts=result.counts)
         if in_inbox:
             commit.moves.append(self._retire_input(path, sha, now))
-        self._apply(commit, now)
-        return FileOutcome(name, "ok", result.processed, result.valid, result.errors,
-                           sha256=sha, bytes=st.st_size, counts=result.counts)
+        outcome = FileOutcome(name, "ok", result.processed, result.valid, result.errors,
+                              sha256=sha, bytes=st.st_size, counts=result.counts)
+        return outcome, commit
 
     # --- transformation -----------------------------------------------------------------
     def _transform(self, path: Path, name: str, fh: Any, st: os.stat_result, sha: str,
@@ -202,11 +218,21 @@ class Pipeline:
         return Move(path, free_name(archive / f"date={self._day(now)}", path.name, sha), sha)
 
     def _apply(self, commit: Commit, now: datetime) -> None:
-        txn = self.ledger.commit(commit, now)
-        self.ledger.complete(txn)
+        """Commits the outcome, then moves its files into place (see ledger.py)."""
+        try:
+            txn = self.ledger.commit(commit, now)
+        except BaseException:
+            # Not committed: its staged files would only wait for the next start-up.
+            for o in commit.outputs:
+                o.staged.unlink(missing_ok=True)
+            for m in commit.moves:
+                if is_staging_name(m.src.name):
+                    m.src.unlink(missing_ok=True)
+            raise
+        self.ledger.complete(txn, self.progress)
 
     def _quarantine(self, path: Path, name: str, sha: str, size: int, exc: MalformedFile,
-                    in_inbox: bool, now: datetime) -> FileOutcome:
+                    in_inbox: bool, now: datetime) -> tuple[FileOutcome, Commit]:
         commit = Commit(sha, name, "quarantined", bytes=size, reason=exc.reason)
         if in_inbox:
             qdir = self.config.paths.quarantine
@@ -214,9 +240,9 @@ class Pipeline:
             sidecar = target.with_name(target.name + ".reason.json")
             staged = write_staged(sidecar, _reason_json(exc.reason, exc.detail, now, sha))
             commit.moves += [Move(staged, sidecar), Move(path, target, sha)]
-        self._apply(commit, now)
-        return FileOutcome(name, "quarantined", sha256=sha, bytes=size, reason=exc.reason,
-                           detail=exc.detail)
+        outcome = FileOutcome(name, "quarantined", sha256=sha, bytes=size, reason=exc.reason,
+                              detail=exc.detail)
+        return outcome, commit
 
     def _quarantine_entry(self, path: Path, reason: str, detail: str) -> None:
         """Moves a refused entry (the link or special file itself) into quarantine."""
@@ -253,8 +279,9 @@ def _reason_json(reason: str, detail: str, now: datetime, sha: str | None) -> by
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
 
 
-def _sha256(fh: Any) -> str:
+def _sha256(fh: Any, progress: Callable[[], None]) -> str:
     h = hashlib.sha256()
     while block := fh.read(1 << 20):
         h.update(block)
+        progress()  # a multi-GB file is still proof of life for the watchdog
     return h.hexdigest()

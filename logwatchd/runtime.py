@@ -79,7 +79,7 @@ def remove_orphans(config: Config, ledger: Ledger) -> int:
     removed = 0
     synced: set[Path] = set()
     for staged in iter_staging_files(*roots):
-        if str(staged) not in keep:
+        if staged not in keep:
             staged.unlink(missing_ok=True)
             synced.add(staged.parent)
             removed += 1

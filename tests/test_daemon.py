@@ -173,6 +173,16 @@ def test_files_removed_before_they_are_read_are_skipped(env: Env, daemon: Daemon
     assert_exactly_once(env, {"stays.jsonl": 2})
 
 
+def test_the_same_name_dropped_again_and_again_is_taken_each_time(env: Env, daemon: DaemonProc) -> None:
+    """A name reused by a producer (new content each time) is processed every time, promptly."""
+    daemon.wait_ready()
+    for i in range(4):
+        drop(env, "a.jsonl", records(f"reuse{i}", 3))
+        daemon.wait_event("file_processed", i + 1, timeout=30)
+    daemon.wait_inbox_empty()
+    assert len(env.clean_rows()) == 12
+
+
 def test_same_content_twice_is_a_duplicate(env: Env, daemon: DaemonProc) -> None:
     """The same content under another name is logged file_duplicate and archived, nothing written."""
     daemon.wait_ready()

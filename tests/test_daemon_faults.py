@@ -170,3 +170,30 @@ def test_sigkill_during_a_steady_stream_eight_times(env: Env) -> None:
     finally:
         assert d.stop() == 0
     assert not list(env.root.rglob(".*.tmp")), f"seed={seed}: staged files left behind"
+
+
+def test_a_failure_after_commit_is_finished_not_counted_again(env: Env) -> None:
+    """If moving a committed file into place fails, the retry finishes that commit: no duplicate."""
+    import json
+    import sqlite3
+    from datetime import datetime, timezone
+    daemon_config(env)
+    day = datetime.now(timezone.utc).date().isoformat()
+    obstacle = env.path("archive") / f"date={day}"
+    d = DaemonProc(env)
+    try:
+        d.wait_ready()
+        obstacle.write_text("a file where the archive's day folder should be")
+        drop(env, "a.jsonl", records("a", 5))
+        d.wait_event("file_retry")
+        obstacle.unlink()
+        d.wait_inbox_empty(timeout=60)
+        time.sleep(0.5)
+    finally:
+        assert d.stop() == 0
+    assert_exactly_once(env, {"a.jsonl": 5})
+    assert_ledger_consistent(env)
+    con = sqlite3.connect(env.path("state") / "ledger.sqlite3")
+    counters = dict(con.execute("SELECT name, n FROM counters"))
+    assert counters["files_ok"] == 1 and counters["files_duplicate"] == 0, json.dumps(counters)
+    assert (env.path("archive") / f"date={day}" / "a.jsonl").exists()

@@ -212,7 +212,10 @@ def test_inbox_file_is_archived_and_same_content_is_a_duplicate(env: Env) -> Non
     s2, s3 = env.process(env.inbox / "a.jsonl", env.base / "copy.jsonl")
     assert s2["status"] == s3["status"] == "duplicate"
     assert len(env.clean_rows()) == 1
-    assert len(list(env.path("archive").rglob("a.jsonl*"))) == 2, "a second copy is kept, not overwritten"
+    archived = sorted(p.name for p in env.path("archive").rglob("a*.jsonl"))
+    assert len(archived) == 2 and "a.jsonl" in archived, "a second copy is kept, not overwritten"
+    [tagged] = [a for a in archived if a != "a.jsonl"]
+    assert tagged.startswith("a.") and tagged.endswith(".jsonl"), "tagged before its suffix"
 
 
 def test_dedupe_off_processes_again(env: Env) -> None:
@@ -282,3 +285,18 @@ def test_large_file_in_parallel_chunks_matches_serial(env: Env) -> None:
     in_file = [json.loads(x)["source_line"] for x in files[0].read_text().splitlines()]
     assert in_file == sorted(errs), "error lines keep the file's order"
     assert len(list(env.path("clean").rglob("*.parquet"))) >= 2
+
+
+def test_file_names_with_invalid_utf8_and_newlines(env: Env) -> None:
+    """Names that are not UTF-8, or hold a newline, are processed and archived; rows name them readably."""
+    import os
+    raw_name = os.fsdecode(b"bad-\xff-name.jsonl")
+    write(env.inbox / raw_name, jsonl(GOOD))
+    write(env.inbox / "new\nline.jsonl", jsonl(GOOD | {"user_id": "nl"}, "oops"))
+    s1, s2 = env.process(env.inbox / raw_name, env.inbox / "new\nline.jsonl")
+    assert (s1["status"], s1["file"]) == ("ok", "bad-\ufffd-name.jsonl")
+    assert (s2["status"], s2["file"], s2["errors"]) == ("ok", "new\nline.jsonl", 1)
+    assert sorted(r["source_file"] for r in env.clean_rows()) == ["bad-\ufffd-name.jsonl", "new\nline.jsonl"]
+    archived = {p.name for p in env.path("archive").rglob("*") if p.is_file()}
+    assert archived == {raw_name, "new\nline.jsonl"}
+    assert not list(env.inbox.iterdir())
