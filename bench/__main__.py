@@ -41,8 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="lines of the throughput file (default 1,000,000)")
     ap.add_argument("--big-lines", type=int, default=_env_int("BENCH_BIG_LINES", 5_000_000),
                     help="lines of the large memory file; 0 skips it (default 5,000,000)")
-    ap.add_argument("--runs", type=int, default=_env_int("BENCH_RUNS", 3),
-                    help="alternating runs of each side; medians are reported (default 3)")
+    ap.add_argument("--runs", type=int, default=_env_int("BENCH_RUNS", 5),
+                    help="alternating runs of each side; medians are reported (default 5)")
     ap.add_argument("--latency-files", type=int, default=_env_int("BENCH_LATENCY_FILES", 300),
                     help="small files dropped into the daemon at --rate per second (default 300)")
     ap.add_argument("--rate", type=float, default=20.0, help="small files per second (default 20)")
@@ -233,6 +233,8 @@ def print_table(res: dict[str, Any]) -> None:
             counts = f"processed {c['processed']:,} valid {c['valid']:,} errors {c['errors']:,} {c['reasons']}"
             rows.append((f"  counts {side}", counts))
         rows.append(("  counts agree", f"{tp['counts_agree']} (per reason: {tp['reasons_agree']})"))
+        if not (tp["counts_agree"] and tp["reasons_agree"]):
+            rows.append(("  why they differ", "see the deviations listed in bench/duckdb_peer.py"))
         rows.append(("ru_maxrss logwatchd main / DuckDB", f"{lw['ru_maxrss_mb']} MB / {dk['ru_maxrss_mb']} MB"))
     for mem in res["memory"].values():
         rows.append((f"peak RSS, process tree, {mem['lines']:,} lines",
