@@ -17,9 +17,10 @@ import os
 import queue
 import traceback
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from .errors import MalformedFile, TransientIOError
 from .reader import Chunk, Lines, LongLine, is_span, own_span_fd, read_span

@@ -13,9 +13,10 @@ import os
 import re
 import stat
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator, Union
+from typing import BinaryIO
 
 from .errors import FileVanished, MalformedFile, RefusedFile, TransientIOError
 
@@ -61,7 +62,7 @@ class LongLine:
     length: int
 
 
-Chunk = Union[Lines, Elements, LongLine]
+Chunk = Lines | Elements | LongLine
 
 
 def open_input(path: Path) -> tuple[BinaryIO, os.stat_result]:

@@ -11,9 +11,10 @@ import json
 import math
 import re
 import zoneinfo
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Iterable
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -184,7 +185,7 @@ def dumps_json(value: Any) -> str:
         return _dumps(value)
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 _fromiso = datetime.fromisoformat
 
@@ -202,7 +203,7 @@ def timestamp_us(value: Any, zone: zoneinfo.ZoneInfo | None) -> int:
             dt = _fromiso(value)  # the shape is checked: this validates the calendar
             if dt.tzinfo is None:
                 # PEP 495, fold=0: an ambiguous time is the first, a skipped one keeps the old offset.
-                dt = dt.replace(tzinfo=zone or timezone.utc)
+                dt = dt.replace(tzinfo=zone or UTC)
             us = (dt - _EPOCH) // _ONE_US
         except (ValueError, OverflowError):
             raise RecordError(INVALID_TIMESTAMP, "timestamp", "no such date or time") from None
@@ -234,7 +235,7 @@ class ChunkResult:
     error_lines: list[bytes] = field(default_factory=list)
     counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (date, action) -> n
 
-    def merge(self, other: "ChunkResult") -> None:
+    def merge(self, other: ChunkResult) -> None:
         self.processed += other.processed
         self.valid += other.valid
         self.errors += other.errors
@@ -571,4 +572,4 @@ def split_by_date(table: pa.Table) -> Iterable[tuple[str, pa.Table]]:
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

@@ -7,8 +7,9 @@ files, which recovery removes or publishes according to the ledger.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from .durable import ensure_dir, fsync_file, is_staging_name, staged_name
 from .records import clean_schema

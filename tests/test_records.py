@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 import zoneinfo
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 
 import pytest
 
@@ -22,7 +22,7 @@ from logwatchd.records import (
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
 
 
-def us(*args: int, tz: timezone = timezone.utc) -> int:
+def us(*args: int, tz: timezone = UTC) -> int:
     return int(datetime(*args, tzinfo=tz).timestamp()) * 1_000_000
 
 
@@ -113,7 +113,7 @@ def test_batch_transforms_columns_in_the_configured_zone() -> None:
     assert row["timestamp"] == "2026-11-30 00:30:00"
     assert row["day_of_week"] == "Monday"
     assert row["date"] == "2026-11-30"
-    assert row["ts"] == datetime(2026, 11, 29, 23, 30, tzinfo=timezone.utc)
+    assert row["ts"] == datetime(2026, 11, 29, 23, 30, tzinfo=UTC)
     assert row["user_id"] == "7"
     assert json.loads(row["attributes"]) == {"x": {"y": [1, 2.5, None]}}
     assert res.counts == {("2026-11-30", "login"): 1}
