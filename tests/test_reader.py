@@ -139,3 +139,24 @@ def test_workers_that_cannot_reopen_the_input_get_its_bytes(tmp_path: Path) -> N
     assert sum(r.valid for r in results[:-1]) == 3000
     parts = results[-1]
     assert sum(rows for _day, _final, rows, _size in parts) == 3000
+
+
+def test_prestarted_pool_is_the_one_that_runs(tmp_path: Path) -> None:
+    """Workers started ahead with prestart() are reused by run(), not started again."""
+    from logwatchd.parallel import JobSpec, PoolRunner
+
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"timestamp": 1764000000, "user_id": "u", "action": "a"}\n' * 2000)
+    pool = PoolRunner(2)
+    try:
+        pool.prestart()
+        pids = [p.pid for p in pool._procs]
+        assert len(pids) == 2 and all(p.is_alive() for p in pool._procs)
+        fh, _ = open_input(path)
+        with fh:
+            spec = JobSpec("cd" * 32, "cd" * 32, path.name, tmp_path / "clean", "UTC", "x", 1 << 20)
+            results = list(pool.run(spec, iter_chunks(HashingReader(fh), path.name, 16 * 1024, 1 << 20)))
+        assert sum(r.valid for r in results[:-1]) == 2000
+        assert [p.pid for p in pool._procs] == pids
+    finally:
+        pool.close()
