@@ -2,7 +2,7 @@
 
 The only module that wires threads together:
 
-    observer thread (watchdog)  ─┐
+    inotify thread (watchdog)   ─┐
     inbox tick thread (settle,   ├─► Intake (bounded) ─► worker thread ─► Pipeline ─► ledger
       rescan)                   ─┘
     scheduler (APScheduler): compaction pass, metrics event

@@ -3,7 +3,8 @@
 A file is ready on close-after-write or on being renamed into the inbox; a file seen any
 other way (a rescan, a create/modify without close, the backlog at start-up) is ready once
 its writer has not touched it for `settle_seconds` and no writer is known to hold it open.
-The watchdog observer thread only records events; a tick thread settles and enqueues.
+watchdog's inotify thread only records events; a tick thread settles and enqueues, and an
+inotify queue overflow brings the next rescan forward.
 The queue is bounded: past its capacity a file is left in the inbox, and the next rescan
 (brought forward as soon as the queue drains) picks it up — the inbox is the durable queue.
 """
@@ -20,10 +21,7 @@ from collections import deque
 from pathlib import Path
 from typing import Callable
 
-from watchdog.events import (FileClosedEvent, FileClosedNoWriteEvent, FileCreatedEvent,
-                             FileDeletedEvent, FileModifiedEvent, FileMovedEvent, FileOpenedEvent,
-                             FileSystemEvent, FileSystemEventHandler)
-from watchdog.observers import Observer
+from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent, InotifyFD
 
 from .config import IngestConfig
 
@@ -110,36 +108,49 @@ def writer_active(path: Path) -> bool:
         os.close(fd)
 
 
-class _Handler(FileSystemEventHandler):
-    """Runs on the observer thread: records what happened, never touches file contents."""
+# What the inbox watch asks the kernel for. IN_MODIFY keeps a quiet writer's open count fresh.
+_MASK = (InotifyConstants.IN_CREATE | InotifyConstants.IN_MODIFY | InotifyConstants.IN_OPEN
+         | InotifyConstants.IN_CLOSE_WRITE | InotifyConstants.IN_CLOSE_NOWRITE
+         | InotifyConstants.IN_MOVED_TO | InotifyConstants.IN_MOVED_FROM
+         | InotifyConstants.IN_DELETE | InotifyConstants.IN_DELETE_SELF
+         | InotifyConstants.IN_MOVE_SELF | InotifyConstants.IN_EXCL_UNLINK)
+
+
+class _Callback:
+    """Runs on watchdog's inotify thread: records what happened, never touches file contents.
+
+    watchdog's low-level InotifyFD is used rather than its Observer: the Observer holds every
+    unpaired IN_MOVED_FROM for 0.5 s to pair it, and its queue is FIFO, so each file the
+    daemon moves out of the inbox would delay every later event by half a second.
+    """
 
     def __init__(self, watcher: "InboxWatcher") -> None:
         self.w = watcher
 
-    def dispatch(self, event: FileSystemEvent) -> None:
+    def on_event(self, event: InotifyEvent) -> None:
+        if not event.name or event.is_directory:
+            return
         w = self.w
-        if isinstance(event, FileMovedEvent):
-            src = Path(os.fsdecode(event.src_path))
-            if src.parent == w.inbox:
-                w.forget(src)
-            dest = Path(os.fsdecode(event.dest_path))
-            if dest.parent == w.inbox:
-                w.ready_now(dest)
-            return
-        path = Path(os.fsdecode(event.src_path))
-        if path.parent != w.inbox:
-            return
-        if isinstance(event, FileDeletedEvent):
-            w.forget(path)
-        elif isinstance(event, FileOpenedEvent):
-            w.note_open(path, +1)
-        elif isinstance(event, FileClosedEvent):
+        path = w.inbox / os.fsdecode(event.name)
+        if event.is_moved_to:
+            w.ready_now(path)
+        elif event.is_close_write:
             w.note_open(path, -1)
             w.ready_now(path)
-        elif isinstance(event, FileClosedNoWriteEvent):
+        elif event.is_close_nowrite:
             w.note_open(path, -1)
-        elif isinstance(event, (FileCreatedEvent, FileModifiedEvent)):
+        elif event.is_open:
+            w.note_open(path, +1)
+        elif event.is_create or event.is_modify:
             w.note_seen(path)
+        elif event.is_moved_from or event.is_delete:
+            w.forget(path)
+
+    def on_watch_deleted(self, wd: int) -> None:
+        self.w.watch_lost = True
+
+    def on_queue_overflow(self) -> None:
+        self.w.rescan_soon()
 
 
 class InboxWatcher:
@@ -158,7 +169,8 @@ class InboxWatcher:
         self._opens: dict[Path, tuple[int, float]] = {}
         self.stale_open_s = max(60.0, 10 * ingest.settle_seconds)
         self._first_seen: dict[Path, float] = {}  # wall time the watcher first saw each file
-        self._observer: Observer | None = None
+        self._inotify: InotifyFD | None = None
+        self.watch_lost = False     # the inbox itself was deleted or moved away
         self._stop = threading.Event()
         self._tick: threading.Thread | None = None
         self._next_rescan = 0.0
@@ -169,26 +181,26 @@ class InboxWatcher:
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         """Starts watching, then scans the backlog (so nothing lands unseen in between)."""
-        observer = Observer()
-        observer.schedule(_Handler(self), os.fspath(self.inbox), recursive=False)
-        observer.daemon = True
-        observer.start()
-        self._observer = observer
+        inotify = InotifyFD()
+        inotify.daemon = True
+        inotify.add_callback(os.fsencode(self.inbox), _MASK, _Callback(self), "inbox")
+        inotify.start()
+        self._inotify = inotify
         self.rescan()
         self._tick = threading.Thread(target=self._tick_loop, name="inbox-tick", daemon=True)
         self._tick.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join(timeout=5)
+        if self._inotify is not None:
+            self._inotify.stop()
+            self._inotify.join(timeout=5)
         if self._tick is not None:
             self._tick.join(timeout=5)
 
     def alive(self) -> bool:
         """The observer thread runs and the tick loop has run recently."""
-        return (self._observer is not None and self._observer.is_alive()
+        return (self._inotify is not None and self._inotify.is_alive() and not self.watch_lost
                 and time.monotonic() - self.last_tick < 30)
 
     # --- events (observer thread) -----------------------------------------------------------
@@ -235,10 +247,19 @@ class InboxWatcher:
         return entry[0] > 0
 
     def note_seen(self, path: Path) -> None:
-        if not self.wanted(path) or self.intake.contains(path):
+        if not self.wanted(path):
             return
         with self._lock:
+            entry = self._opens.get(path)
+            if entry is not None:  # a writer at work: its open is not stale
+                self._opens[path] = (entry[0], time.monotonic())
+            if path in self._pending or self.intake.contains(path):
+                return
             self._pending[path] = (-1, -1, time.monotonic())
+
+    def rescan_soon(self) -> None:
+        """inotify lost events (queue overflow): list the inbox at the next tick."""
+        self._next_rescan = 0.0
 
     def defer(self, path: Path) -> None:
         """The worker found a writer still active: settle it again later."""
