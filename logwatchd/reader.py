@@ -22,6 +22,9 @@ from .errors import FileVanished, MalformedFile, RefusedFile, TransientIOError
 
 GZIP_MAGIC = b"\x1f\x8b"
 BOM = b"\xef\xbb\xbf"
+# RFC 8259 whitespace. bytes.strip() would also drop \x0b and \x0c, which are not JSON:
+# a line of only those is an error line, not a blank one.
+JSON_WS = b" \t\r\n"
 READ_BYTES = 1 << 20
 LONG_PREFIX = 4096  # bytes of an over-long line kept in memory
 
@@ -172,7 +175,7 @@ def iter_chunks(src: HashingReader, name: str, chunk_bytes: int, max_line_bytes:
         block = stream.read(READ_BYTES)
         head += block
         body = head[3:] if head.startswith(BOM) else head
-        stripped = body.lstrip()
+        stripped = body.lstrip(JSON_WS)
         if stripped or not block:
             break
     if stripped.startswith(b"["):
@@ -397,7 +400,7 @@ def _array_chunks(stream: _Decoded, buf: bytes, chunk_bytes: int, max_line: int)
         if c == b"}":
             raise MalformedFile("invalid_array", "mismatched bracket at the end of the array")
         closed = c == b"]"
-        elem = buf[elem_start:m.start()].strip()
+        elem = buf[elem_start:m.start()].strip(JSON_WS)
         elem_start = pos
         if skipped >= 0:
             if run:
@@ -421,6 +424,6 @@ def _array_chunks(stream: _Decoded, buf: bytes, chunk_bytes: int, max_line: int)
             run, run_bytes, run_first = [], 0, number
     rest = buf[pos:]
     while rest:
-        if rest.strip():
+        if rest.strip(JSON_WS):
             raise MalformedFile("invalid_array", "content after the end of the JSON array")
         rest = stream.read(READ_BYTES)

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .reader import JSON_WS
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -430,7 +432,7 @@ class RecordBatcher:
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
             if len(raw) > self.max_line_bytes:
-                if raw.strip():
+                if raw.strip(JSON_WS):
                     errors.append(self.long_line(first + k, raw, len(raw)))
                     error_nos.append(first + k)
                 raw = b""  # numbered, but not a record
@@ -440,7 +442,7 @@ class RecordBatcher:
     def _slow_line(self, raw: bytes, line_no: int, array: bool, errors: list[bytes],
                    error_nos: list[int]) -> Any:
         """The exact parser, for a line orjson refused or that may hold a big integer."""
-        if not raw.strip():
+        if not raw.strip(JSON_WS):
             return _BLANK  # a blank line is not a record
         try:
             return parse_json(raw)

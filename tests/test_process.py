@@ -300,3 +300,11 @@ def test_file_names_with_invalid_utf8_and_newlines(env: Env) -> None:
     archived = {p.name for p in env.path("archive").rglob("*") if p.is_file()}
     assert archived == {raw_name, "new\nline.jsonl"}
     assert not list(env.inbox.iterdir())
+
+
+def test_lines_of_only_vertical_tab_or_form_feed_are_errors_not_blank(env: Env) -> None:
+    """\\x0b and \\x0c are not JSON whitespace: such a line is an invalid_json error, not skipped."""
+    data = b"\x0c\n" + json.dumps(GOOD).encode() + b"\n\x0b\x0b\n \t \n"
+    [s] = env.process(write(env.base / "ff.jsonl", data))
+    assert (s["processed"], s["valid"], s["errors"]) == (3, 1, 2)
+    assert [(e["source_line"], e["reason"]) for e in env.error_rows()] == [(1, "invalid_json"), (3, "invalid_json")]
