@@ -21,7 +21,12 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
 
+# wrk (Debian) measures HTTP latency without competing for the GIL; without it the
+# benchmark falls back to a Python client and says so.
 bench: $(VENV)/.installed
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& (apt-get install -y -qq wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)) \
+		|| echo "wrk not installed: HTTP figures come from the Python client"; }
 	$(BIN)/python -m bench
 
 clean:
