@@ -29,5 +29,10 @@ bench: $(VENV)/.installed
 		|| echo "wrk not installed: HTTP figures come from the Python client"; }
 	$(BIN)/python -m bench
 
+lint: $(VENV)/.installed
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[lint]'
+	$(BIN)/ruff check logwatchd tests bench
+	$(BIN)/mypy logwatchd
+
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -9,8 +9,9 @@ import argparse
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
@@ -127,7 +128,7 @@ def cmd_process(args: argparse.Namespace) -> int:
             except (TransientIOError, OSError) as exc:
                 outcome = FileOutcome(display_name(path.name), "failed", reason="io_error",
                                       detail=str(exc))
-            except Exception as exc:  # a bug: say so, keep going with the other files
+            except Exception as exc:  # noqa: BLE001 - a bug: say so, keep going with the other files
                 log.error(logs.INTERNAL_ERROR, file=display_name(name), error=repr(exc),
                           traceback=traceback.format_exc())
                 outcome = FileOutcome(display_name(path.name), "failed", reason="internal_error",

@@ -34,7 +34,6 @@ from .metrics import Metrics
 from .notify import Notifier, watchdog_interval
 from .parallel import PoolRunner
 from .pipeline import FileOutcome, Pipeline, display_name
-from .records import utc_now
 from .runtime import Runtime, open_runtime
 
 QUEUE_CAPACITY = 1024

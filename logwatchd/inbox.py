@@ -18,10 +18,10 @@ import stat
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent, InotifyFD
+from watchdog.observers.inotify_c import CallbackId, InotifyConstants, InotifyEvent, InotifyFD, Mask
 
 from .config import IngestConfig
 
@@ -124,7 +124,7 @@ class _Callback:
     daemon moves out of the inbox would delay every later event by half a second.
     """
 
-    def __init__(self, watcher: "InboxWatcher") -> None:
+    def __init__(self, watcher: InboxWatcher) -> None:
         self.w = watcher
 
     def on_event(self, event: InotifyEvent) -> None:
@@ -183,7 +183,7 @@ class InboxWatcher:
         """Starts watching, then scans the backlog (so nothing lands unseen in between)."""
         inotify = InotifyFD()
         inotify.daemon = True
-        inotify.add_callback(os.fsencode(self.inbox), _MASK, _Callback(self), "inbox")
+        inotify.add_callback(os.fsencode(self.inbox), Mask(_MASK), _Callback(self), CallbackId(id(self)))
         inotify.start()
         self._inotify = inotify
         self.rescan()

@@ -13,11 +13,11 @@ import os
 import sqlite3
 import threading
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterator
 
 from .durable import fsync_dir, fsync_file, move, sync_dirs
 from .errors import LedgerError, LogwatchdError
@@ -106,7 +106,7 @@ class Commit:
 
 
 def utc_iso(now: datetime | None = None) -> str:
-    return (now or datetime.now(timezone.utc)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (now or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Ledger:
@@ -121,7 +121,7 @@ class Ledger:
 
     # --- opening ----------------------------------------------------------------------
     @classmethod
-    def open(cls, path: Path, data_dirs: tuple[Path, ...] = ()) -> "Ledger":
+    def open(cls, path: Path, data_dirs: tuple[Path, ...] = ()) -> Ledger:
         """Opens the ledger, creating it only where no output exists yet.
 
         Refuses (LedgerError) a ledger that is empty, corrupt, or not ours, and a missing

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import IO, Any
+from typing import Any, TextIO
 
 import orjson
 import structlog
@@ -34,7 +34,7 @@ def _json_bytes(obj: Any, default: Any = None) -> bytes:
     return orjson.dumps(obj, default=default or str)
 
 
-def configure(level: str = "info", fmt: str = "json", stream: IO[str] | None = None) -> None:
+def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
     """Configures structlog for the process: JSON lines (or console) at `level` to `stream`."""
     stream = stream or sys.stdout
     processors: list[Any] = [
@@ -48,7 +48,7 @@ def configure(level: str = "info", fmt: str = "json", stream: IO[str] | None = N
         factory: Any = structlog.PrintLoggerFactory(stream)
     else:
         processors.append(structlog.processors.JSONRenderer(serializer=_json_bytes))
-        factory = structlog.BytesLoggerFactory(stream.buffer if hasattr(stream, "buffer") else stream)
+        factory = structlog.BytesLoggerFactory(stream.buffer)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),

@@ -17,7 +17,7 @@ import os
 import queue
 import traceback
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -136,7 +136,7 @@ class ChunkSink:
 class LocalRunner:
     """Runs every chunk in this process: no start-up cost, for small files."""
 
-    def run(self, spec: JobSpec, chunks: Iterable[Chunk]) -> Iterator[ChunkResult | list]:
+    def run(self, spec: JobSpec, chunks: Iterable[Chunk]) -> Generator[ChunkResult | list, None, None]:
         sink = ChunkSink(spec, 0)
         try:
             for chunk in chunks:
@@ -250,7 +250,7 @@ class PoolRunner:
             self.close()
             self._start()
 
-    def run(self, spec: JobSpec, chunks: Iterable[Chunk]) -> Iterator[ChunkResult | list]:
+    def run(self, spec: JobSpec, chunks: Iterable[Chunk]) -> Generator[ChunkResult | list, None, None]:
         self.prestart()
         for q in self._inqs:
             q.put(("begin", spec))

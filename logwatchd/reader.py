@@ -149,7 +149,7 @@ class _Decoded:
 
     def __init__(self, src: HashingReader, gz: bool) -> None:
         self.src = src
-        self.gz = gzip.GzipFile(fileobj=src, mode="rb") if gz else None  # type: ignore[arg-type]
+        self.gz = gzip.GzipFile(fileobj=src, mode="rb") if gz else None  # type: ignore[call-overload]
 
     def read(self, n: int) -> bytes:
         if self.gz is None:
@@ -182,7 +182,7 @@ def iter_chunks(src: HashingReader, name: str, chunk_bytes: int, max_line_bytes:
         yield from _array_chunks(stream, body, chunk_bytes, max_line_bytes)
     else:
         origin = None if gz else reopen_path(src.raw)
-        fd = src.raw.fileno() if origin is not None else -1  # type: ignore[attr-defined]
+        fd = src.raw.fileno() if origin is not None else -1
         if origin is not None and spans:
             yield from _line_spans(stream, head, chunk_bytes, max_line_bytes, origin, fd)
         else:

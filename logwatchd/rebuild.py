@@ -14,16 +14,17 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .compaction import META_INPUT_SHAS
 from .config import Config
 from .durable import fsync_dir
 from .ledger import Ledger, utc_iso
 from .runtime import acquire_lock
-from .compaction import META_INPUT_SHAS
 from .writers import META_INPUT_SHA, META_SOURCE_FILE
 
 
@@ -36,7 +37,7 @@ def rebuild_ledger(config: Config) -> int:
             f.unlink()
         ledger = Ledger.open(tmp)
         try:
-            summary = _fill(config, ledger)
+            counts_summary = _fill(config, ledger)
         finally:
             ledger.close()
         stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -51,7 +52,7 @@ def rebuild_ledger(config: Config) -> int:
         for suffix in ("-wal", "-shm"):
             Path(str(tmp) + suffix).unlink(missing_ok=True)
         fsync_dir(p.state)
-        summary["old_ledger"] = moved
+        summary: dict[str, Any] = dict(counts_summary, old_ledger=moved)
         sys.stdout.buffer.write(orjson.dumps(summary) + b"\n")
         return 0
     finally:
@@ -107,7 +108,8 @@ def _fill(config: Config, ledger: Ledger) -> dict[str, int]:
             quarantined[_sha256(f)] = (f.name, f.stat().st_size, reason)
     # Rows of compacted files cannot be told apart per input: per-input `valid` is known
     # only for files not yet compacted; the totals below are exact either way.
-    inputs = [(sha, name, "ok", sizes.get(sha, 0), valid[sha] + errors[sha], valid[sha], errors[sha], None)
+    inputs: list[tuple[str, str, str, int, int, int, int, str | None]] = [
+        (sha, name, "ok", sizes.get(sha, 0), valid[sha] + errors[sha], valid[sha], errors[sha], None)
               for sha, name in sorted(names.items())]
     inputs += [(sha, name, "quarantined", size, 0, 0, 0, reason)
                for sha, (name, size, reason) in sorted(quarantined.items()) if sha not in names]
@@ -121,7 +123,7 @@ def _fill(config: Config, ledger: Ledger) -> dict[str, int]:
 
 
 def _partition_files(root: Path, suffix: str) -> list[tuple[str, Path]]:
-    out = []
+    out: list[tuple[str, Path]] = []
     if not root.is_dir():
         return out
     for part in sorted(root.iterdir()):

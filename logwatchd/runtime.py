@@ -59,7 +59,7 @@ def acquire_lock(config: Config) -> IO[bytes]:
     """Takes the state directory's exclusive lock (held until the returned file is closed)."""
     path = config.paths.lock
     ensure_dir(path.parent)
-    lock = open(path, "ab")
+    lock = open(path, "ab")  # noqa: SIM115 - held (and the lock with it) until close()
     try:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -33,7 +33,7 @@ class StagedJsonl:
         ensure_dir(final.parent)
         self.final = final
         self.staged = staged_name(final)
-        self._fh = open(self.staged, "wb")
+        self._fh = open(self.staged, "wb")  # noqa: SIM115 - appended to until close()/abort()
         self.lines = 0
 
     def write(self, lines: list[bytes]) -> None:
@@ -104,7 +104,7 @@ class PartitionedParquet:
         for writer, final in self._writers.values():
             try:
                 writer.close()
-            except Exception:  # noqa: BLE001 - best effort: the staged file is removed anyway
+            except Exception:  # noqa: BLE001, S110 - best effort: the staged file is removed anyway
                 pass
             staged_name(final).unlink(missing_ok=True)
         self._writers.clear()

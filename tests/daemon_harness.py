@@ -9,8 +9,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from conftest import Env
 
@@ -37,8 +38,8 @@ class DaemonProc:
         self.env = env
         self.log_path = env.base / f"daemon-{time.monotonic_ns()}.log"
         self.err_path = self.log_path.with_suffix(".err")
-        self._out = open(self.log_path, "wb")
-        self._err = open(self.err_path, "wb")
+        self._out = open(self.log_path, "wb")  # noqa: SIM115 - the daemon's stdout while it lives
+        self._err = open(self.err_path, "wb")  # noqa: SIM115 - and its stderr
         environ = dict(os.environ) | {"PYTHONUNBUFFERED": "1"} | (extra_env or {})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "logwatchd", "run", "-c", str(env.config)],
@@ -68,8 +69,11 @@ class DaemonProc:
         raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{self.tail()}")
 
     def wait_event(self, name: str, count: int = 1, timeout: float = 60) -> list[dict[str, Any]]:
-        return self.wait_for(lambda: (lambda ev: ev if len(ev) >= count else None)(self.named(name)),
-                             timeout, f"{count} x {name}")
+        def enough() -> list[dict[str, Any]] | None:
+            events = self.named(name)
+            return events if len(events) >= count else None
+
+        return self.wait_for(enough, timeout, f"{count} x {name}")
 
     def wait_ready(self, timeout: float = 60) -> None:
         self.wait_event("daemon_started", timeout=timeout)

@@ -7,8 +7,8 @@ import re
 import tomllib
 
 import pytest
-
 from conftest import REPO, Env
+
 from logwatchd.config import SECTIONS, Config, load_config
 
 
@@ -82,7 +82,7 @@ def test_config_from_environment_variable(env: Env) -> None:
     import os
     import subprocess
     import sys
-    proc = subprocess.run([sys.executable, "-m", "logwatchd", "check-config"], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "logwatchd", "check-config"], capture_output=True, check=False,
                           text=True, env=os.environ | {"LOGWATCHD_CONFIG": str(env.config)})
     assert proc.returncode == 0 and str(env.root) in proc.stdout
 
@@ -91,12 +91,13 @@ def test_help_lists_every_command() -> None:
     """`logwatchd --help` names every subcommand, and each subcommand has --help."""
     import subprocess
     import sys
+
     from logwatchd.cli import build_parser
     commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    out = subprocess.run([sys.executable, "-m", "logwatchd", "--help"], capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-m", "logwatchd", "--help"], capture_output=True, check=False, text=True).stdout
     for cmd in commands:
         assert cmd in out
-        sub = subprocess.run([sys.executable, "-m", "logwatchd", cmd, "--help"], capture_output=True, text=True)
+        sub = subprocess.run([sys.executable, "-m", "logwatchd", cmd, "--help"], capture_output=True, check=False, text=True)
         assert sub.returncode == 0 and "usage" in sub.stdout
     readme = (REPO / "README.md").read_text()
     for cmd in commands:
@@ -106,6 +107,7 @@ def test_help_lists_every_command() -> None:
 def test_defaults_without_any_table() -> None:
     """An empty config is valid: every key has a default."""
     from pathlib import Path
+
     from logwatchd.config import parse_config
     c = parse_config({}, base_dir=Path("/x"))
     assert isinstance(c, Config) and c.paths.root == Path("/x/var") and c.ingest.max_line_bytes == 1048576

@@ -12,7 +12,6 @@ import time
 from collections import Counter
 
 import pytest
-
 from conftest import Env, write
 
 
@@ -65,7 +64,7 @@ def test_sigkill_at_random_points_then_rerun_gives_every_line_exactly_once(env: 
                     os.killpg(proc.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        out, err = proc.communicate(timeout=300)
+        _out, err = proc.communicate(timeout=300)
         assert proc.returncode in (0, -signal.SIGKILL), f"seed={seed}: {err.decode()}"
     assert not list(env.inbox.iterdir()), f"seed={seed}: inbox not drained"
     assert kills >= 3, f"seed={seed}: the test did not kill often enough to prove anything"

@@ -12,11 +12,9 @@ import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
-
-from conftest import REPO, Env, jsonl, write
+from conftest import Env, write
 from daemon_harness import DaemonProc, daemon_config, drop
 
 
@@ -276,7 +274,7 @@ def test_bad_config_exits_2_before_anything(env: Env) -> None:
     """A bad config: exit code 2 with the key named, no state created."""
     env.config.write_text('[ingest]\nsettle_seconds = "soon"\n')
     proc = subprocess.run([sys.executable, "-m", "logwatchd", "run", "-c", str(env.config)],
-                          capture_output=True, text=True, timeout=30)
+                          capture_output=True, check=False, text=True, timeout=30)
     assert proc.returncode == 2 and "ingest.settle_seconds" in proc.stderr
     assert not env.root.exists()
 
@@ -295,14 +293,14 @@ def test_notify_socket_ready_watchdog_stopping(env: Env) -> None:
         while time.monotonic() < deadline and not any("WATCHDOG=1" in g for g in got):
             try:
                 got.append(sock.recv(4096).decode())
-            except socket.timeout:
+            except TimeoutError:
                 continue
         d.signal(signal.SIGTERM)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and not any("STOPPING=1" in g for g in got):
             try:
                 got.append(sock.recv(4096).decode())
-            except socket.timeout:
+            except TimeoutError:
                 continue
         assert d.proc.wait(15) == 0
     finally:
@@ -323,7 +321,7 @@ def test_notify_socket_never_ready_with_bad_config(env: Env) -> None:
     sock.bind(sock_path)
     sock.settimeout(0.5)
     proc = subprocess.run([sys.executable, "-m", "logwatchd", "run", "-c", str(env.config)],
-                          capture_output=True, text=True, timeout=30,
+                          capture_output=True, check=False, text=True, timeout=30,
                           env=dict(os.environ) | {"NOTIFY_SOCKET": sock_path})
     assert proc.returncode == 2
     with pytest.raises(socket.timeout):

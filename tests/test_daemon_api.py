@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from conftest import Env
 from daemon_harness import DaemonProc, daemon_config, drop
@@ -25,7 +25,7 @@ def test_counts_move_exactly_when_a_file_is_committed(env: Env) -> None:
     daemon_config(env, api=True)
     d = DaemonProc(env)
     base = "http://" + env.config.read_text().split('listen = "')[1].split('"')[0]
-    today = datetime.now(timezone.utc)
+    today = datetime.now(UTC)
     stamp = today.strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
         d.wait_ready()

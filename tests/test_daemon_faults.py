@@ -8,10 +8,10 @@ import shutil
 import subprocess
 import threading
 import time
+from datetime import UTC
 from pathlib import Path
 
 import pytest
-
 from conftest import Env
 from daemon_harness import DaemonProc, daemon_config, drop
 from test_daemon import assert_exactly_once, assert_ledger_consistent, records
@@ -27,7 +27,7 @@ def tmpfs_env(tmp_path: Path):
     env = Env(tmp_path)
     env.root.mkdir()
     proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(env.root)],
-                          capture_output=True, text=True)
+                          capture_output=True, check=False, text=True)
     if proc.returncode != 0:
         pytest.skip(f"cannot mount tmpfs here: {proc.stderr.strip()}")
     env.write_config()
@@ -97,7 +97,7 @@ def test_permission_denied_pauses_then_resumes(env: Env) -> None:
     try:
         d.wait_ready()
         errors_dir.mkdir(parents=True, exist_ok=True)
-        if subprocess.run(["chattr", "+i", str(errors_dir)], capture_output=True).returncode != 0:
+        if subprocess.run(["chattr", "+i", str(errors_dir)], capture_output=True, check=False).returncode != 0:
             pytest.skip("this filesystem does not support the immutable attribute")
         drop(env, "p.jsonl", records("p", 10, bad_every=2))
         d.wait_event("intake_paused")
@@ -179,9 +179,9 @@ def test_a_failure_after_commit_is_finished_not_counted_again(env: Env) -> None:
     """If moving a committed file into place fails, the retry finishes that commit: no duplicate."""
     import json
     import sqlite3
-    from datetime import datetime, timezone
+    from datetime import datetime
     daemon_config(env)
-    day = datetime.now(timezone.utc).date().isoformat()
+    day = datetime.now(UTC).date().isoformat()
     obstacle = env.path("archive") / f"date={day}"
     d = DaemonProc(env)
     try:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import REPO, Env, jsonl, write
 
 GOOD = {"timestamp": "2026-11-25T10:00:00Z", "user_id": "u1", "action": "login"}

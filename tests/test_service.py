@@ -7,7 +7,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from conftest import REPO
 
 UNIT = REPO / "systemd" / "logwatchd.service"
@@ -41,7 +40,7 @@ def test_systemd_analyze_security_exposure_at_most_2() -> None:
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed on this machine")
     proc = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(UNIT)],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, check=False, text=True, timeout=120)
     m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", proc.stdout + proc.stderr)
     assert m, proc.stdout + proc.stderr
     assert float(m.group(1)) <= 2.0, proc.stdout
