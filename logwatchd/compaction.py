@@ -20,7 +20,6 @@ at most for the one transaction of step 3.
 from __future__ import annotations
 
 import math
-import os
 import re
 import sys
 import threading
@@ -42,7 +41,7 @@ import pyarrow.parquet as pq
 
 from . import logs
 from .config import Config
-from .durable import staged_name
+from .durable import fsync_close, staged_name
 from .errors import Cancelled, is_transient
 from .ledger import Ledger, Output
 from .records import CLEAN_SCHEMA, utc_now
@@ -343,11 +342,7 @@ class _MergedFile:
     def close(self) -> int:
         """Writes the footer and fsyncs; returns the size in bytes."""
         self._writer.close()
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        size = self._fh.tell()
-        self._fh.close()
-        return size
+        return fsync_close(self._fh)
 
     def abort(self) -> None:
         try:

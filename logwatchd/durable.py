@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 
 def fsync_dir(path: Path) -> None:
@@ -24,6 +25,15 @@ def fsync_file(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_close(fh: BinaryIO) -> int:
+    """Flushes, fsyncs and closes a file being written; returns its size in bytes."""
+    fh.flush()
+    os.fsync(fh.fileno())
+    size = fh.tell()
+    fh.close()
+    return size
 
 
 def ensure_dir(path: Path) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .durable import ensure_dir, fsync_file, is_staging_name, staged_name
+from .durable import ensure_dir, fsync_close, fsync_file, is_staging_name, staged_name
 from .records import clean_schema
 
 if TYPE_CHECKING:  # imported where Parquet is written: a coordinating process never needs it
@@ -43,11 +43,7 @@ class StagedJsonl:
 
     def close(self) -> int:
         """Flushes and fsyncs; returns the size in bytes."""
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        size = self._fh.tell()
-        self._fh.close()
-        return size
+        return fsync_close(self._fh)
 
     def abort(self) -> None:
         self._fh.close()

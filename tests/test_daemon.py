@@ -288,20 +288,19 @@ def test_notify_socket_ready_watchdog_stopping(env: Env) -> None:
     sock.settimeout(0.2)
     got: list[str] = []
     d = DaemonProc(env, {"NOTIFY_SOCKET": sock_path, "WATCHDOG_USEC": "1000000"})
+
+    def receive_until(field: str, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not any(field in g for g in got):
+            try:
+                got.append(sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not any("WATCHDOG=1" in g for g in got):
-            try:
-                got.append(sock.recv(4096).decode())
-            except TimeoutError:
-                continue
+        receive_until("WATCHDOG=1", 30)
         d.signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and not any("STOPPING=1" in g for g in got):
-            try:
-                got.append(sock.recv(4096).decode())
-            except TimeoutError:
-                continue
+        receive_until("STOPPING=1", 15)
         assert d.proc.wait(15) == 0
     finally:
         d.stop()
