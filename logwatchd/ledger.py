@@ -221,9 +221,13 @@ class Ledger:
                          [(n, name) for name, n in deltas.items() if n])
 
     # --- the journal ------------------------------------------------------------------
-    def complete(self, txn: str, progress: Callable[[], None] | None = None) -> None:
+    def complete(self, txn: str, progress: Callable[[], None] | None = None,
+                 known: dict[Path, FileIdentity] | None = None) -> None:
         """Carries out a committed transaction's moves, then forgets them.
 
+        A move guarded by a content hash re-reads its source, unless `known` vouches for
+        it: the identity (device, inode, size, mtime) the caller saw when it hashed the
+        file, still the same now. Recovery after a crash has no such knowledge and re-reads.
         Serialised per ledger: two threads never replay the same transaction at once.
         """
         with self._journal_lock:
@@ -232,7 +236,10 @@ class Ledger:
                     "SELECT src, dst, src_sha256 FROM journal WHERE txn = ? ORDER BY id", (txn,)).fetchall()
             synced: set[Path] = set()
             for src, dst, sha in rows:
-                _apply_move(_dec(src), None if dst is None else _dec(dst), sha, synced, progress)
+                path = _dec(src)
+                vouched = known is not None and path in known and identity(path) == known[path]
+                _apply_move(path, None if dst is None else _dec(dst), None if vouched else sha,
+                            synced, progress)
             sync_dirs(synced)
             with self._write_lock, _immediate(self._conn) as conn:
                 conn.execute("DELETE FROM journal WHERE txn = ?", (txn,))
@@ -412,6 +419,18 @@ def _has_files(root: Path) -> Iterator[bool]:
             if not f.startswith("."):
                 yield True
                 return
+
+
+FileIdentity = tuple[int, int, int, int]
+
+
+def identity(path: Path | os.stat_result) -> FileIdentity | None:
+    """(device, inode, size, mtime_ns) of a path (not followed) or of a stat result."""
+    try:
+        st = path if isinstance(path, os.stat_result) else os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _enc(path: Path | None) -> bytes | None:

@@ -24,7 +24,7 @@ import orjson
 from .config import Config
 from .durable import is_staging_name, move, staged_name, sync_dirs, write_staged
 from .errors import Cancelled, MalformedFile, RefusedFile, TransientIOError
-from .ledger import Commit, Ledger, Move, Output, utc_iso
+from .ledger import Commit, FileIdentity, Ledger, Move, Output, identity, utc_iso
 from .parallel import JobSpec, LocalRunner, PoolRunner
 from .reader import HashingReader, iter_chunks, open_input
 from .records import ChunkResult, utc_now
@@ -126,8 +126,9 @@ class Pipeline:
             sha = _sha256(fh, self.progress)
             fh.seek(0)
             outcome, commit = self._process_open(path, name, fh, st, sha, in_inbox, now)
-        # The input is closed before it moves: its close event belongs to the inbox.
-        self._apply(commit, now)
+        # The input is closed before it moves: its close event belongs to the inbox. Its
+        # identity vouches for the hash just computed, so archiving needs no third read.
+        self._apply(commit, now, {path: identity(st)})
         outcome.duration_ms = round((time.monotonic() - started) * 1000, 3)
         return outcome
 
@@ -218,7 +219,8 @@ class Pipeline:
             return Move(path, None, sha)
         return Move(path, free_name(archive / f"date={self._day(now)}", path.name, sha), sha)
 
-    def _apply(self, commit: Commit, now: datetime) -> None:
+    def _apply(self, commit: Commit, now: datetime,
+               known: dict[Path, FileIdentity | None] | None = None) -> None:
         """Commits the outcome, then moves its files into place (see ledger.py)."""
         try:
             txn = self.ledger.commit(commit, now)
@@ -230,7 +232,8 @@ class Pipeline:
                 if is_staging_name(m.src.name):
                     m.src.unlink(missing_ok=True)
             raise
-        self.ledger.complete(txn, self.progress)
+        self.ledger.complete(txn, self.progress,
+                             {p: i for p, i in (known or {}).items() if i is not None})
 
     def _quarantine(self, path: Path, name: str, sha: str, size: int, exc: MalformedFile,
                     in_inbox: bool, now: datetime) -> tuple[FileOutcome, Commit]:

@@ -157,18 +157,21 @@ def test_burst_of_2000_files_each_exactly_once(env: Env) -> None:
 
 
 def test_files_removed_before_they_are_read_are_skipped(env: Env, daemon: DaemonProc) -> None:
-    """Files that vanish between their event and their processing cost nothing; others flow."""
+    """Files removed right after they are written are skipped, or taken whole if the daemon
+    was quicker; either way each is accounted for once and the daemon carries on."""
     daemon.wait_ready()
     for i in range(50):
         p = env.inbox / f"gone-{i}.jsonl"
-        p.write_text(records("g", 1))
+        p.write_text(records(f"g{i}", 3))
         p.unlink()
     drop(env, "stays.jsonl", records("s", 2))
-    daemon.wait_event("file_processed")
+    daemon.wait_for(lambda: "stays.jsonl" in {e["file"] for e in daemon.named("file_processed")},
+                    30, "stays.jsonl processed")
     time.sleep(1.0)
     assert daemon.proc.poll() is None
-    assert [e["file"] for e in daemon.named("file_processed")] == ["stays.jsonl"]
-    assert_exactly_once(env, {"stays.jsonl": 2})
+    taken = {e["file"] for e in daemon.named("file_processed")} - {"stays.jsonl"}
+    assert len(taken) < 50, "most files vanish before the daemon gets to them"
+    assert_exactly_once(env, {"stays.jsonl": 2} | {name: 3 for name in taken})
 
 
 def test_the_same_name_dropped_again_and_again_is_taken_each_time(env: Env, daemon: DaemonProc) -> None:
