@@ -33,19 +33,28 @@ class Intake:
         self.capacity = capacity
         self._q: deque[Path] = deque()
         self._members: set[Path] = set()   # queued or being processed
+        self._in_hand: set[Path] = set()   # taken, not yet done
+        self._again: set[Path] = set()     # offered while in hand: a new file under that name
         self._since: dict[Path, float] = {}  # wall time each waiting file was first queued
         self._cv = threading.Condition()
         self.overflowed = False
 
-    def offer(self, path: Path, front: bool = False) -> bool:
-        """Queues a path unless it is already queued or in hand; False when the queue is full."""
+    def offer(self, path: Path) -> bool:
+        """Queues a path unless it is already queued; False when the queue is full.
+
+        A path offered while it is in hand (a producer renamed a new file over the name
+        being processed) is queued again when the one in hand is done.
+        """
         with self._cv:
+            if path in self._in_hand:
+                self._again.add(path)
+                return True
             if path in self._members:
                 return True
-            if len(self._q) >= self.capacity and not front:
+            if len(self._q) >= self.capacity:
                 self.overflowed = True
                 return False
-            (self._q.appendleft if front else self._q.append)(path)
+            self._q.append(path)
             self._members.add(path)
             self._since.setdefault(path, time.time())
             self._cv.notify()
@@ -54,6 +63,8 @@ class Intake:
     def retry(self, path: Path) -> None:
         """Puts the path in hand back at the head of the queue (a retry keeps its place)."""
         with self._cv:
+            self._in_hand.discard(path)
+            self._again.discard(path)
             self._q.appendleft(path)
             self._cv.notify()
 
@@ -61,10 +72,20 @@ class Intake:
         with self._cv:
             if not self._q:
                 self._cv.wait(timeout)
-            return self._q.popleft() if self._q else None
+            if not self._q:
+                return None
+            path = self._q.popleft()
+            self._in_hand.add(path)
+            return path
 
     def done(self, path: Path) -> None:
         with self._cv:
+            self._in_hand.discard(path)
+            if path in self._again:
+                self._again.discard(path)
+                self._q.append(path)  # still a member: the new file under the name
+                self._cv.notify()
+                return
             self._members.discard(path)
             self._since.pop(path, None)
 
@@ -128,10 +149,15 @@ class _Callback:
         self.w = watcher
 
     def on_event(self, event: InotifyEvent) -> None:
+        if event.is_move_self or event.is_delete_self:
+            self.w.watch_lost = True  # the watch follows the old directory: /healthz says so
+            return
         if not event.name or event.is_directory:
             return
         w = self.w
         path = w.inbox / os.fsdecode(event.name)
+        if event.is_moved_to or event.is_create:
+            w.new_inode(path)  # opens counted so far were of the file this one replaced
         if event.is_moved_to:
             w.ready_now(path)
         elif event.is_close_write:
@@ -228,6 +254,10 @@ class InboxWatcher:
                 self._opens[path] = (n, time.monotonic())
             else:
                 self._opens.pop(path, None)
+
+    def new_inode(self, path: Path) -> None:
+        with self._lock:
+            self._opens.pop(path, None)
 
     def forget(self, path: Path) -> None:
         """The name left the inbox (deleted, moved out): drop what was known about it."""

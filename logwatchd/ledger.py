@@ -317,7 +317,8 @@ class Ledger:
         """
         return self._reader().execute(
             "SELECT * FROM outputs WHERE kind = ? AND path NOT IN "
-            "(SELECT dst FROM journal WHERE dst IS NOT NULL) ORDER BY date, created_at, path",
+            "(SELECT CAST(dst AS TEXT) FROM journal WHERE dst IS NOT NULL)"
+            " ORDER BY date, created_at, path",
             (kind,)).fetchall()
 
     def commit_compaction(self, replaced: list[Path], merged: list[Output],

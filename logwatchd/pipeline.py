@@ -74,6 +74,10 @@ def free_name(directory: Path, name: str, sha: str | None) -> Path:
     tag = sha[:12] if sha else f"{time.time_ns():x}"
     dot = name.find(".", 1)
     stem, suffixes = (name, "") if dot < 0 else (name[:dot], name[dot:])
+    # Stay within NAME_MAX (255 bytes) with room for the tag and a counter.
+    room = 255 - len(os.fsencode(suffixes)) - len(tag) - 8
+    if len(os.fsencode(stem)) > room:
+        stem = os.fsdecode(os.fsencode(stem)[:max(room, 1)])
     target = directory / f"{stem}.{tag}{suffixes}"
     n = 1
     while os.path.lexists(target):  # the same content twice: keep both copies
@@ -229,7 +233,7 @@ class Pipeline:
             for o in commit.outputs:
                 o.staged.unlink(missing_ok=True)
             for m in commit.moves:
-                if is_staging_name(m.src.name):
+                if m.src_sha256 is None and is_staging_name(m.src.name):  # ours, not an input
                     m.src.unlink(missing_ok=True)
             raise
         self.ledger.complete(txn, self.progress,

@@ -46,7 +46,10 @@ class StagedJsonl:
         return fsync_close(self._fh)
 
     def abort(self) -> None:
-        self._fh.close()
+        try:
+            self._fh.close()
+        except OSError:
+            pass  # closing flushes, which fails again on a full disk
         self.staged.unlink(missing_ok=True)
 
 

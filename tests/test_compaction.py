@@ -335,3 +335,14 @@ def test_cancel_before_the_commit_leaves_everything_as_it_was(env: Env, runtime:
     assert {day: [p.name for p in partition_files(env, day)] for day in DAYS} == before
     assert rows_multiset(env) == rows and runtime.ledger.live_outputs() == live
     assert_catalog_matches_disk(env, runtime.config)
+
+
+def test_snapshot_leaves_out_outputs_whose_rename_is_still_journaled(tmp_path: Path) -> None:
+    """A file committed but not yet renamed into place is not offered to compaction."""
+    from logwatchd.ledger import Commit, Ledger, Output
+    ledger = Ledger.open(tmp_path / "ledger.sqlite3")
+    final = tmp_path / "clean" / "date=2026-11-25" / "abc-0.parquet"
+    out = Output(final, final.with_name(".abc-0.parquet.tmp"), "clean", "2026-11-25", 1, 10)
+    ledger.commit(Commit("abc", "a.jsonl", "ok", outputs=[out]))
+    assert ledger.compaction_snapshot() == []
+    ledger.close()

@@ -375,3 +375,21 @@ def test_sigterm_while_a_large_file_is_in_hand_abandons_it_safely(env: Env) -> N
     finally:
         assert d2.stop() == 0
     assert not list(env.root.rglob(".*.tmp"))
+
+
+def test_a_new_file_renamed_over_the_one_in_hand_is_taken_promptly(env: Env) -> None:
+    """A producer renaming a new file over the name being processed: both are processed, promptly."""
+    daemon_config(env, ingest={"rescan_seconds": 600.0, "workers": 1})
+    d = DaemonProc(env)
+    try:
+        d.wait_ready()
+        drop(env, "a.jsonl", records("first", 300_000))
+        time.sleep(0.3)  # the first is in hand now (it takes about a second)
+        drop(env, "a.jsonl", records("second", 3))
+        d.wait_event("file_processed", 2, timeout=20)  # far less than the 600 s rescan
+        d.wait_inbox_empty()
+    finally:
+        assert d.stop() == 0
+    rows = env.clean_rows()
+    users = {r["user_id"].split("-")[0] for r in rows}
+    assert users == {"first", "second"} and len(rows) == 300_003
