@@ -34,6 +34,7 @@ from .metrics import Metrics
 from .notify import Notifier, watchdog_interval
 from .parallel import PoolRunner
 from .pipeline import FileOutcome, Pipeline, display_name
+from .records import warm_up
 from .runtime import Runtime, open_runtime
 
 QUEUE_CAPACITY = 1024
@@ -99,6 +100,7 @@ class Daemon:
         workers = cfg.ingest.workers or os.cpu_count() or 1
         self.pipeline = Pipeline(cfg, self.rt.ledger, pool=PoolRunner(workers) if workers > 1 else None,
                                  cancel=self.cancel, progress=self._beat)
+        warm_up(cfg.transform.timezone)  # before READY: the first file pays no import cost
         self.watcher = InboxWatcher(cfg.paths.inbox, cfg.ingest, self.intake)
         self.worker = threading.Thread(target=self._work_loop, name="worker", daemon=True)
         self.watcher.start()          # the backlog is queued before any new arrival is taken

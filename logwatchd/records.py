@@ -575,3 +575,17 @@ def split_by_date(table: pa.Table) -> Iterable[tuple[str, pa.Table]]:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def warm_up(timezone_name: str) -> None:
+    """Loads pyarrow and its compute kernels (and the zone's rules) by transforming and
+    writing one record in memory, so that the first real file is not ~0.2 s slower."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    batcher = RecordBatcher("warm-up", timezone_name, "1970-01-01T00:00:00Z", 1 << 10)
+    table, _ = batcher.process_lines(b'{"timestamp":"2026-01-01 00:00:00","user_id":"u","action":"a"}\n', 1)
+    if table is not None:
+        for _day, part in split_by_date(table):
+            pq.write_table(part, io.BytesIO(), compression="zstd")
