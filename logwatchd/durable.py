@@ -6,9 +6,35 @@ A rename between two directories fsyncs both.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+
+def sha256_stream(fh: BinaryIO, progress: Callable[[], None] | None = None) -> str:
+    """SHA-256 of what is left to read in an open file; `progress` is called per MiB."""
+    h = hashlib.sha256()
+    while block := fh.read(1 << 20):
+        h.update(block)
+        if progress is not None:
+            progress()  # a multi-GB file is still proof of life for the watchdog
+    return h.hexdigest()
+
+
+def sha256_file(path: Path, progress: Callable[[], None] | None = None) -> str | None:
+    """SHA-256 of a regular file's content; None for a link, a special file or no file
+    (never followed, never blocked on)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return sha256_stream(fh, progress)
 
 
 def fsync_dir(path: Path) -> None:

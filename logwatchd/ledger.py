@@ -8,7 +8,6 @@ committed outcome is always completed and an uncommitted one leaves no visible t
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 import threading
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .durable import fsync_dir, fsync_file, move, sync_dirs
+from .durable import fsync_dir, fsync_file, move, sha256_file, sync_dirs
 from .errors import LedgerError, LogwatchdError
 
 SCHEMA_VERSION = "1"
@@ -448,20 +447,6 @@ def _apply_move(src: Path, dst: Path | None, sha: str | None, synced: set[Path],
     """One journal move, idempotent: done already, or source gone, is fine."""
     if not os.path.lexists(src):
         return  # already moved (or deleted) before the crash
-    if sha is not None and _sha256_of(src, progress) != sha:
+    if sha is not None and sha256_file(src, progress) != sha:
         return  # the name now holds another file: leave it for its own processing
     move(src, dst, synced)
-
-
-def _sha256_of(path: Path, progress: Callable[[], None] | None = None) -> str | None:
-    h = hashlib.sha256()
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-            if progress is not None:
-                progress()
-    return h.hexdigest()

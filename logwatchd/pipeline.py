@@ -9,7 +9,6 @@ Transient I/O errors and bugs propagate: the caller retries or dead-letters.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import os
 import threading
 import time
@@ -22,7 +21,7 @@ from typing import Any
 import orjson
 
 from .config import Config
-from .durable import is_staging_name, move, staged_name, sync_dirs, write_staged
+from .durable import is_staging_name, move, sha256_stream, staged_name, sync_dirs, write_staged
 from .errors import Cancelled, MalformedFile, RefusedFile, TransientIOError
 from .ledger import Commit, FileIdentity, Ledger, Move, Output, identity, utc_iso
 from .parallel import JobSpec, LocalRunner, PoolRunner
@@ -127,7 +126,7 @@ class Pipeline:
             return FileOutcome(name, "quarantined", reason=exc.reason, detail=exc.detail)
         now = self.clock()
         with fh:
-            sha = _sha256(fh, self.progress)
+            sha = sha256_stream(fh, self.progress)
             fh.seek(0)
             outcome, commit = self._process_open(path, name, fh, st, sha, in_inbox, now)
         # The input is closed before it moves: its close event belongs to the inbox. Its
@@ -285,11 +284,3 @@ def _reason_json(reason: str, detail: str, now: datetime, sha: str | None) -> by
     if sha:
         doc["sha256"] = sha
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
-
-
-def _sha256(fh: Any, progress: Callable[[], None]) -> str:
-    h = hashlib.sha256()
-    while block := fh.read(1 << 20):
-        h.update(block)
-        progress()  # a multi-GB file is still proof of life for the watchdog
-    return h.hexdigest()

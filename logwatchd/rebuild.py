@@ -8,7 +8,6 @@ any, is kept beside the new one with a `.broken-<time>` suffix; nothing is delet
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
@@ -22,7 +21,7 @@ import pyarrow.parquet as pq
 
 from .compaction import META_INPUT_SHAS
 from .config import Config
-from .durable import fsync_dir
+from .durable import fsync_dir, sha256_file
 from .ledger import Ledger, utc_iso
 from .runtime import acquire_lock
 from .writers import META_INPUT_SHA, META_SOURCE_FILE
@@ -94,7 +93,7 @@ def _fill(config: Config, ledger: Ledger) -> dict[str, int]:
         outputs.append((str(f), sha, "errors", day, lines, f.stat().st_size))
     if p.archive is not None:
         for _day, f in _partition_files(p.archive, ""):
-            sha = _sha256(f)
+            sha = _content_sha(f)
             if not names.get(sha):
                 names[sha] = f.name
             sizes[sha] = f.stat().st_size
@@ -105,7 +104,7 @@ def _fill(config: Config, ledger: Ledger) -> dict[str, int]:
                 continue
             sidecar = f.with_name(f.name + ".reason.json")
             reason = orjson.loads(sidecar.read_bytes()).get("reason") if sidecar.exists() else None
-            quarantined[_sha256(f)] = (f.name, f.stat().st_size, reason)
+            quarantined[_content_sha(f)] = (f.name, f.stat().st_size, reason)
     # Rows of compacted files cannot be told apart per input: per-input `valid` is known
     # only for files not yet compacted; the totals below are exact either way.
     inputs: list[tuple[str, str, str, int, int, int, int, str | None]] = [
@@ -136,9 +135,8 @@ def _partition_files(root: Path, suffix: str) -> list[tuple[str, Path]]:
     return out
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+def _content_sha(path: Path) -> str:
+    sha = sha256_file(path)
+    if sha is None:
+        raise OSError(f"cannot read {path} as a regular file")
+    return sha

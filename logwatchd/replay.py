@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import orjson
 
 from .config import Config
-from .durable import move, sync_dirs
+from .durable import move, sha256_file, sync_dirs
 from .ledger import Ledger
 from .pipeline import display_name, free_name
 from .runtime import data_dirs
@@ -37,7 +36,7 @@ def replay(config: Config, source: str, names: list[str]) -> int:
                 print(f"logwatchd: no such file in {source}: {entry.name}", file=sys.stderr)
                 status = 1
                 continue
-            sha = _sha256(entry)
+            sha = sha256_file(entry)
             if sha is not None:
                 ledger.forget(sha)  # first: a crash after this leaves the file where it was
             target = free_name(config.paths.inbox, entry.name, sha)
@@ -52,14 +51,3 @@ def replay(config: Config, source: str, names: list[str]) -> int:
     finally:
         ledger.close()
     return status
-
-
-def _sha256(path: Path) -> str | None:
-    """The content hash of a regular file (None for a link or special file: never read)."""
-    if path.is_symlink() or not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
