@@ -265,11 +265,6 @@ class Ledger:
             return {_dec(r[0]) for r in self._conn.execute("SELECT src FROM journal")}
 
     # --- reading ----------------------------------------------------------------------
-    def lookup(self, sha256: str) -> sqlite3.Row | None:
-        """The first processing of this content, if any."""
-        conn = self._reader()
-        return conn.execute("SELECT * FROM inputs WHERE sha256 = ? ORDER BY id", (sha256,)).fetchone()
-
     def stem_in_use(self, stem: str) -> bool:
         """True when a live output is already named after `stem` (<stem>-N.parquet, <stem>.jsonl)."""
         row = self._reader().execute(

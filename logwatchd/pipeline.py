@@ -122,7 +122,7 @@ class Pipeline:
             fh, st = open_input(path)
         except RefusedFile as exc:
             if in_inbox:
-                self._quarantine_entry(path, exc.reason, exc.detail)
+                self.move_aside(path, self.config.paths.quarantine, exc.reason, exc.detail)
             return FileOutcome(name, "quarantined", reason=exc.reason, detail=exc.detail)
         now = self.clock()
         with fh:
@@ -250,10 +250,6 @@ class Pipeline:
         outcome = FileOutcome(name, "quarantined", sha256=sha, bytes=size, reason=exc.reason,
                               detail=exc.detail)
         return outcome, commit
-
-    def _quarantine_entry(self, path: Path, reason: str, detail: str) -> None:
-        """Moves a refused entry (the link or special file itself) into quarantine."""
-        self.move_aside(path, self.config.paths.quarantine, reason, detail)
 
     def move_aside(self, path: Path, directory: Path, reason: str, detail: str) -> Path:
         """Moves an inbox entry into quarantine or dead-letter with a reason sidecar."""
