@@ -97,6 +97,8 @@ class IngestConfig:
     max_line_bytes: int = field(default=1048576, metadata=_key(_positive, "a longer line (or array element) is an error line: line_too_long"))
     workers: int = field(default=0, metadata=_key(_non_negative, "processes that parse a large file in parallel; 0 = one per CPU core"))
     chunk_bytes: int = field(default=8388608, metadata=_key(_positive, "a large file is processed in chunks of about this many bytes (memory is bounded by it)"))
+    max_retry_seconds: float = field(default=3600.0, metadata=_key(_positive, "a file still failing this long after its first failure (a transient error too) goes to dead-letter"))
+    max_decompressed_bytes: int = field(default=17179869184, metadata=_key(_positive, "a compressed input that expands beyond this many bytes is quarantined (decompressed_too_large)"))
 
     def matches(self, name: str) -> bool:
         """True when `name` matches a pattern and is not a temporary name."""
