@@ -240,12 +240,15 @@ def _stats(ledger: Ledger, metrics: Metrics) -> dict[str, Any]:
     return {
         "files": {"processed": c.get("files_ok", 0), "quarantined": c.get("files_quarantined", 0),
                   "dead_lettered": c.get("files_dead_lettered", 0),
-                  "duplicate": c.get("files_duplicate", 0)},
+                  "duplicate": c.get("files_duplicate", 0),
+                  "refused": c.get("files_refused", 0)},
         "records": {"processed": c.get("records_processed", 0), "valid": c.get("records_valid", 0),
                     "errors": c.get("records_errors", 0)},
         "backlog": m["backlog"],
         "oldest_waiting_age_seconds": m["oldest_waiting_age_s"],
         "intake_paused": m["intake_paused"],
+        "failing_files": m["failing_files"],
+        "oldest_failing_age_seconds": m["oldest_failing_age_s"],
         # After a restart this process has seen no file yet; the ledger remembers the last one.
         "last_success_at": _latest(m["last_success_at"], ledger.last_committed_at("ok")),
         "started_at": m["started_at"],
@@ -304,6 +307,17 @@ def _health(ledger: Ledger, config: Config, metrics: Metrics,
     if age > limit:
         fail("backlog", f"the oldest waiting file has waited {age:.0f} s, "
                         f"longer than api.max_oldest_file_seconds ({limit:g})")
+
+    failing_age = snap["oldest_failing_age_s"]
+    checks["intake"] = {"ok": True, "paused": snap["intake_paused"],
+                        "failing_files": snap["failing_files"],
+                        "oldest_failing_age_seconds": failing_age}
+    if snap["intake_paused"]:
+        fail("intake", "intake is paused: the last file failed for a reason of the host "
+                       "(disk full, read-only or I/O error)")
+    elif failing_age > limit:
+        fail("intake", f"a file has been failing for {failing_age:.0f} s, "
+                       f"longer than api.max_oldest_file_seconds ({limit:g})")
 
     return {"status": "failing" if reasons else "ok", "reasons": reasons, "checks": checks}
 

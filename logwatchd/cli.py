@@ -17,7 +17,7 @@ import orjson
 
 from . import __version__, logs
 from .config import Config, load_config, to_toml
-from .errors import ConfigError, FileVanished, LedgerError, TransientIOError
+from .errors import ConfigError, Disposition, LedgerError, classify
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -107,7 +107,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_process(args: argparse.Namespace) -> int:
     from .parallel import PoolRunner
-    from .pipeline import FileOutcome, Pipeline, display_name
+    from .pipeline import Pipeline
     from .runtime import open_runtime
 
     config = _config(args)
@@ -122,17 +122,8 @@ def cmd_process(args: argparse.Namespace) -> int:
             path = Path(name)
             try:
                 outcome = pipeline.process(path)
-            except (FileVanished, FileNotFoundError):
-                outcome = FileOutcome(display_name(path.name), "failed", reason="not_found",
-                                      detail=f"no such file: {display_name(name)}")
-            except (TransientIOError, OSError) as exc:
-                outcome = FileOutcome(display_name(path.name), "failed", reason="io_error",
-                                      detail=str(exc))
-            except Exception as exc:  # noqa: BLE001 - a bug: say so, keep going with the other files
-                log.error(logs.INTERNAL_ERROR, file=display_name(name), error=repr(exc),
-                          traceback=traceback.format_exc())
-                outcome = FileOutcome(display_name(path.name), "failed", reason="internal_error",
-                                      detail=display_name(repr(exc)))
+            except Exception as exc:  # noqa: BLE001 - classified in errors.py, like the daemon's
+                outcome = _failed_outcome(path, exc, log)
             if outcome.status == "failed":
                 status = EXIT_FAILURE
             sys.stdout.buffer.write(orjson.dumps(outcome.summary()) + b"\n")
@@ -141,6 +132,21 @@ def cmd_process(args: argparse.Namespace) -> int:
         pipeline.close()
         rt.close()
     return status
+
+
+def _failed_outcome(path: Path, exc: Exception, log: Any) -> Any:
+    """A failure as `process` reports it: the daemon's classification, without its retries
+    (a one-shot command does not wait: a transient failure is `failed`, try again later)."""
+    from .pipeline import FileOutcome, display_name
+
+    name = display_name(path.name)
+    disposition = classify(exc)
+    if disposition is Disposition.VANISHED and not os.path.lexists(path):
+        return FileOutcome(name, "failed", reason="not_found", detail=f"no such file: {name}")
+    if disposition in (Disposition.PAUSE, Disposition.RETRY):
+        return FileOutcome(name, "failed", reason="io_error", detail=display_name(str(exc) or repr(exc)))
+    log.error(logs.INTERNAL_ERROR, file=name, error=repr(exc), traceback=traceback.format_exc())
+    return FileOutcome(name, "failed", reason="internal_error", detail=display_name(repr(exc)))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -43,6 +43,7 @@ from . import logs
 from .config import Config
 from .durable import fsync_close, staged_name
 from .errors import Cancelled, is_transient
+from .failpoints import failpoint
 from .ledger import Ledger, Output
 from .records import CLEAN_SCHEMA, utc_now
 from .writers import DICTIONARY_COLUMNS, PARQUET_COMPRESSION
@@ -188,6 +189,7 @@ def _compact_partition(config: Config, ledger: Ledger, clock: Clock, day: str,
         while len(pending) >= 2:
             group = _merge_group(pending, directory, day, target, bpr, clock, check)
             step("staged", day)
+            failpoint("compact.staged")
             try:
                 check()
                 txn = ledger.commit_compaction([s.path for s in group.sources], group.outputs, clock())
@@ -195,6 +197,7 @@ def _compact_partition(config: Config, ledger: Ledger, clock: Clock, day: str,
                 _discard(group.outputs)
                 raise
             step("committed", day)
+            failpoint("compact.committed")
             ledger.complete(txn)
             step("published", day)
             result.files_in += len(group.sources)

@@ -28,8 +28,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import logs
 from .config import Config, load_config
-from .errors import Cancelled, ConfigError, FileVanished, LedgerError, is_transient
+from .errors import ConfigError, Disposition, LedgerError, classify
 from .inbox import InboxWatcher, Intake, writer_active
+from .ledger import AttemptState, inode_of
 from .metrics import Metrics
 from .notify import Notifier, watchdog_interval
 from .parallel import PoolRunner
@@ -41,7 +42,6 @@ QUEUE_CAPACITY = 1024
 MAX_BACKOFF_S = 60.0
 STOP_DEADLINE_S = 8.0          # SIGTERM → exit well within 10 s
 STOP_GRACE_S = 2.0             # how long the file in hand may run on after SIGTERM
-REFUSED_REASONS = ("symlink", "special_file", "hard_link")
 
 
 class ErrorRatioWindow:
@@ -78,9 +78,12 @@ class Daemon:
         self.metrics = Metrics()
         self.intake = Intake(QUEUE_CAPACITY)
         self.heartbeat = time.monotonic()
-        self.attempts: dict[Path, int] = {}
-        self.paused = False
-        self.backoff = 1.0
+        self.paused = False                  # the host cannot take files (disk full)
+        self._pause_until = 0.0              # monotonic time of the next probe while paused
+        self._pause_backoff = 1.0
+        self._backoff: dict[Path, float] = {}  # each failing file's own next backoff
+        self._failing: dict[Path, float] = {}  # failing files -> Unix time of first failure
+        self._failing_lock = threading.Lock()
         self.window = ErrorRatioWindow(config.metrics.alert_window_seconds,
                                        config.metrics.alert_error_ratio)
         self._window_lock = threading.Lock()
@@ -101,6 +104,7 @@ class Daemon:
         self.pipeline = Pipeline(cfg, self.rt.ledger, pool=PoolRunner(workers) if workers > 1 else None,
                                  cancel=self.cancel, progress=self._beat)
         warm_up(cfg.transform.timezone)  # before READY: the first file pays no import cost
+        self._load_failing()
         self.watcher = InboxWatcher(cfg.paths.inbox, cfg.ingest, self.intake)
         self.worker = threading.Thread(target=self._work_loop, name="worker", daemon=True)
         self.watcher.start()          # the backlog is queued before any new arrival is taken
@@ -112,6 +116,16 @@ class Daemon:
                       backlog=self.watcher.backlog,
                       api=cfg.api.listen if self.api is not None else None)
         self.notifier.send("READY=1", f"STATUS={self._status()}", f"MAINPID={os.getpid()}")
+
+    def _load_failing(self) -> None:
+        """Attempts survive restarts: drop those of names gone from the inbox, and show the
+        rest in /healthz until each file is done."""
+        assert self.rt is not None
+        inbox = self.config.paths.inbox
+        ledger = self.rt.ledger
+        ledger.prune_attempts({os.fsencode(e) for e in os.listdir(inbox)})
+        for name, since in ledger.failing():
+            self._note_failing(inbox / os.fsdecode(name), since)
 
     def _start_api(self) -> None:
         if not self.config.api.enabled:
@@ -141,6 +155,10 @@ class Daemon:
     def _work_loop(self) -> None:
         while not self.stop_event.is_set():
             self._beat()
+            paused_for = self._pause_until - time.monotonic()
+            if paused_for > 0:  # the host cannot take files (disk full): probe after a while
+                self.stop_event.wait(min(0.5, paused_for))
+                continue
             path = self.intake.take(timeout=0.5)
             if path is None:
                 continue
@@ -149,76 +167,127 @@ class Daemon:
             except BaseException as exc:  # noqa: BLE001 - the worker must never die
                 self.log.error(logs.INTERNAL_ERROR, file=display_name(path.name), error=repr(exc),
                                traceback=traceback.format_exc())
-                retry_in = None
+                retry_in = MAX_BACKOFF_S
             if retry_in is None:
                 self.intake.done(path)
-                continue
-            self.intake.retry(path)
-            until = time.monotonic() + retry_in
-            while not self.stop_event.is_set() and time.monotonic() < until:
-                self._beat()  # waiting out a backoff is still a live worker loop
-                self.stop_event.wait(min(0.5, max(0.0, until - time.monotonic())))
+                self._forget_failing(path)
+            else:
+                self.intake.retry(path, retry_in)
 
     def _handle(self, path: Path) -> float | None:
         """Processes one file; returns seconds to wait before retrying it, or None when done."""
-        assert self.pipeline is not None and self.watcher is not None
-        if not os.path.lexists(path):
+        assert self.pipeline is not None and self.rt is not None and self.watcher is not None
+        ledger = self.rt.ledger
+        key = os.fsencode(path.name)
+        ident = inode_of(path)
+        if ident is None:
+            ledger.end_attempt(key, forget=True)
             return None
         if writer_active(path):
             self.watcher.defer(path)
             return None
         name = display_name(path.name)
+        state = ledger.begin_attempt(key, ident, time.time())
+        if state.died:
+            self.log.error(logs.FILE_RETRY, file=name, attempt=state.failures,
+                           error=state.last_error, disposition=Disposition.BUG.value)
+        verdict = self._exhausted(state)
+        if verdict is not None:
+            return self._dead_letter(path, key, name, *verdict)
         try:
             outcome = self.pipeline.process(path)
-        except (FileVanished, FileNotFoundError):
-            self.log.info(logs.FILE_VANISHED, file=name)
-            return None
-        except Cancelled:
-            return None
-        except Exception as exc:  # noqa: BLE001 - every failure is classified here
-            return self._failed(path, name, exc)
+        except Exception as exc:  # noqa: BLE001 - every failure is classified, in errors.py
+            disposition = classify(exc)
+            if disposition is Disposition.VANISHED and not os.path.lexists(path):
+                ledger.end_attempt(key, forget=True)
+                self.log.info(logs.FILE_VANISHED, file=name)
+                return None
+            if disposition is Disposition.CANCELLED:
+                ledger.end_attempt(key)
+                return None
+            return self._failed(path, key, name, exc, disposition)
         self._done(path, outcome)
         return None
 
-    def _failed(self, path: Path, name: str, exc: Exception) -> float | None:
-        if is_transient(exc):
-            wait = self.backoff
-            self.backoff = min(self.backoff * 2, MAX_BACKOFF_S)
+    def _exhausted(self, state: AttemptState) -> tuple[str, str] | None:
+        """(reason, detail) when a file has failed too often or too long, else None."""
+        ingest = self.config.ingest
+        if state.failures >= ingest.max_attempts:
+            reason = "process_died" if state.died else "internal_error"
+            return reason, f"failed {state.failures} times; last error: {state.last_error}"
+        if state.first_failed_at is not None:
+            failing_for = time.time() - state.first_failed_at
+            if failing_for >= ingest.max_retry_seconds:
+                return "failing_too_long", (
+                    f"failing for {failing_for:.0f} s, longer than ingest.max_retry_seconds "
+                    f"({ingest.max_retry_seconds:g}); last error: {state.last_error}")
+        return None
+
+    def _failed(self, path: Path, key: bytes, name: str, exc: Exception,
+                disposition: Disposition) -> float | None:
+        assert self.rt is not None
+        bug = disposition not in (Disposition.PAUSE, Disposition.RETRY)
+        error = repr(exc) if bug else (str(exc) or repr(exc))
+        state = self.rt.ledger.attempt_failed(key, error, bug, time.time())
+        self._note_failing(path, state.first_failed_at)
+        self.metrics.file_retry()
+        verdict = self._exhausted(state)
+        if verdict is not None:
+            return self._dead_letter(path, key, name, *verdict)
+        if bug:
+            wait = min(2.0 ** (state.failures - 1), MAX_BACKOFF_S)
+            self.log.error(logs.FILE_RETRY, file=name, attempt=state.failures, error=error,
+                           traceback=traceback.format_exc(), disposition=disposition.value,
+                           retry_in_s=wait)
+            return wait
+        wait = self._backoff.get(path, 1.0)
+        self._backoff[path] = min(wait * 2, MAX_BACKOFF_S)
+        if disposition is Disposition.PAUSE:
+            # The host, not this file: nothing else is taken until the next probe.
+            self._pause_until = time.monotonic() + self._pause_backoff
             if not self.paused:
                 self.paused = True
                 self.metrics.set_intake_paused(True)
-                self.log.warning(logs.INTAKE_PAUSED, file=name, error=str(exc), retry_in_s=wait)
-            self.metrics.file_retry()
-            self.log.info(logs.FILE_RETRY, file=name, error=str(exc), transient=True, retry_in_s=wait)
-            return wait
-        attempts = self.attempts.get(path, 0) + 1
-        self.attempts[path] = attempts
-        self.log.error(logs.FILE_RETRY, file=name, attempt=attempts, error=repr(exc),
-                       traceback=traceback.format_exc(), transient=False)
-        self.metrics.file_retry()
-        if attempts < self.config.ingest.max_attempts:
-            return min(2.0 ** (attempts - 1), MAX_BACKOFF_S)
-        assert self.pipeline is not None and self.rt is not None
-        self.attempts.pop(path, None)
-        detail = f"failed {attempts} times; last error: {exc!r}"
+                self.log.warning(logs.INTAKE_PAUSED, file=name, error=error,
+                                 retry_in_s=self._pause_backoff)
+            self._pause_backoff = min(self._pause_backoff * 2, MAX_BACKOFF_S)
+        self.log.info(logs.FILE_RETRY, file=name, error=error, transient=True,
+                      disposition=disposition.value, retry_in_s=wait)
+        return wait
+
+    def _dead_letter(self, path: Path, key: bytes, name: str, reason: str, detail: str) -> float | None:
+        assert self.pipeline is not None
         try:
-            target = self.pipeline.move_aside(path, self.config.paths.dead_letter, "internal_error", detail)
-        except FileNotFoundError:
-            return None
-        self.rt.ledger.count_dead_letter()
+            self.pipeline.dead_letter(path, reason, detail)
+        except Exception as exc:  # noqa: BLE001 - cannot even set it aside: it stays, retried
+            if not os.path.lexists(path):
+                return None
+            self.log.error(logs.INTERNAL_ERROR, file=name, error=repr(exc), during="dead_letter",
+                           traceback=traceback.format_exc())
+            return MAX_BACKOFF_S
         self.metrics.file_done("dead_lettered", 0, 0, 0, 0.0)
-        self.log.error(logs.FILE_DEAD_LETTERED, file=name, attempts=attempts, error=repr(exc),
-                       to=str(target))
+        self.log.error(logs.FILE_DEAD_LETTERED, file=name, reason=reason, detail=detail)
         return None
 
+    def _note_failing(self, path: Path, since: float | None) -> None:
+        with self._failing_lock:
+            if since is not None:
+                self._failing.setdefault(path, since)
+            self.metrics.set_failing(len(self._failing), min(self._failing.values(), default=None))
+
+    def _forget_failing(self, path: Path) -> None:
+        self._backoff.pop(path, None)
+        with self._failing_lock:
+            if self._failing.pop(path, None) is not None:
+                self.metrics.set_failing(len(self._failing), min(self._failing.values(), default=None))
+
     def _done(self, path: Path, o: FileOutcome) -> None:
-        self.attempts.pop(path, None)
         if self.paused:
             self.paused = False
             self.metrics.set_intake_paused(False)
             self.log.info(logs.INTAKE_RESUMED, file=o.file)
-        self.backoff = 1.0
-        if o.status == "quarantined" and o.reason in REFUSED_REASONS:
+        self._pause_backoff = 1.0
+        if o.status == "refused":
             self.metrics.file_done("refused", 0, 0, 0, o.duration_ms / 1000)
             self.log.warning(logs.FILE_REFUSED, file=o.file, reason=o.reason, detail=o.detail)
             return

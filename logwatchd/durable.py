@@ -6,9 +6,12 @@ A rename between two directories fsyncs both.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import os
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -114,3 +117,103 @@ def sync_dirs(dirs: set[Path]) -> None:
             fsync_dir(d)
         except FileNotFoundError:
             continue
+
+
+# --- names in the folders where nothing is ever overwritten ------------------------------
+NAME_MAX = 255
+REASON_SUFFIX = ".reason.json"
+# `.NAME.reason.json.tmp`, the staging name of a sidecar, is the longest name derived from
+# a kept file's name: NAME itself must leave room for it.
+KEPT_NAME_MAX = NAME_MAX - len(REASON_SUFFIX) - len("..tmp")
+
+
+def sidecar_of(path: Path) -> Path:
+    """The reason file beside a quarantined, dead-lettered or refused entry."""
+    return path.with_name(path.name + REASON_SUFFIX)
+
+
+def free_name(directory: Path, name: str, tag: str | None) -> Path:
+    """A name in `directory` that neither exists nor has a sidecar, and fits NAME_MAX with
+    its sidecar's staging name: `name` itself when it can be, else the name tagged before
+    its first suffix (`a.<tag>.jsonl.gz`, cut when too long), so a replay still matches
+    the inbox patterns."""
+    if len(os.fsencode(name)) <= KEPT_NAME_MAX and _free(directory / name):
+        return directory / name
+    tag = (tag or f"{time.time_ns():x}")[:12]
+    dot = name.find(".", 1)
+    stem, suffixes = (name, "") if dot < 0 else (name[:dot], name[dot:])
+    while len(os.fsencode(suffixes)) > 32:  # a pathological "suffix": keep its last parts
+        dot = suffixes.find(".", 1)
+        stem, suffixes = (stem + suffixes, "") if dot < 0 else (stem + suffixes[:dot], suffixes[dot:])
+    room = KEPT_NAME_MAX - len(os.fsencode(suffixes)) - len(tag) - 1 - 8  # 8: "-NNNNNNN"
+    raw = os.fsencode(stem)
+    if len(raw) > room:
+        cut = raw[:max(room, 1)]
+        while len(cut) > 1 and _cuts_a_character(raw, cut):
+            cut = cut[:-1]
+        stem = os.fsdecode(cut)
+    n = 0
+    while True:
+        target = directory / f"{stem}.{tag}{'' if n == 0 else f'-{n}'}{suffixes}"
+        if _free(target):
+            return target
+        n += 1
+
+
+def _cuts_a_character(whole: bytes, cut: bytes) -> bool:
+    """True when `cut` ends inside a UTF-8 character of a `whole` that is valid UTF-8."""
+    try:
+        whole.decode()
+        cut.decode()
+    except UnicodeDecodeError:
+        return whole.isascii() is False and _valid(whole)
+    return False
+
+
+def _valid(raw: bytes) -> bool:
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _free(target: Path) -> bool:
+    return not os.path.lexists(target) and not os.path.lexists(sidecar_of(target))
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_renameat2 = getattr(_libc, "renameat2", None)
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def rename_noreplace(src: Path, dst: Path) -> None:
+    """Renames src to dst; FileExistsError when dst exists (never overwrites, atomically).
+
+    renameat2(RENAME_NOREPLACE) where the kernel and filesystem have it; else a hard link
+    then an unlink of src, which fails the same way on an existing dst.
+    """
+    if _renameat2 is not None:
+        rc = _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE)
+        if rc == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS):  # EINVAL: the filesystem lacks the flag
+            raise OSError(err, os.strerror(err), str(src), None, str(dst))
+    os.link(src, dst, follow_symlinks=False)
+    os.unlink(src)
+
+
+def keep(src: Path, dst: Path, synced: set[Path], tag: str | None = None) -> Path:
+    """Moves src to dst without overwriting anything: when dst was taken meanwhile, to a
+    free name beside it. Returns where it went; adds the directories to fsync."""
+    ensure_dir(dst.parent)
+    while True:
+        try:
+            rename_noreplace(src, dst)
+            break
+        except FileExistsError:
+            dst = free_name(dst.parent, dst.name, tag)
+    synced.update((src.parent, dst.parent))
+    return dst

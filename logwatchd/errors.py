@@ -8,15 +8,21 @@
     ├── RefusedFile       symlink, FIFO, device, hard link   → quarantine the entry itself
     ├── FileVanished      removed before it could be read    → nothing to do, logged
     ├── Cancelled         shutdown while a file was in hand  → staged work dropped, file stays
-    └── TransientIOError  disk full, permission denied, file still growing
-                                                             → intake pauses, retry with backoff
+    └── TransientIOError  file still changing                → the file waits, retried later
 
-Anything else raised while processing a file is a bug: the traceback is logged, the
-attempt counted, and the file dead-lettered after `ingest.max_attempts`.
+Low-level errors (OSError by errno, sqlite3 by result code, pyarrow by message) are
+translated at one boundary, `classify`, into a `Disposition`: quarantine, refuse, vanished,
+cancelled, pause (the host cannot take any file: disk full), retry (this file cannot be
+taken now: permission denied) or bug. A file waiting on pause or retry has its own backoff
+while the others go on, and is dead-lettered once it has failed for
+`ingest.max_retry_seconds`; a bug (anything not in the table) is logged with its traceback,
+counted, and dead-lettered after `ingest.max_attempts` — counted across restarts, a
+process that died while holding the file included.
 """
 
 from __future__ import annotations
 
+import enum
 import errno
 import sqlite3
 
@@ -63,29 +69,85 @@ class TransientIOError(LogwatchdError):
     """An I/O condition expected to clear by itself; the file stays in the inbox."""
 
 
-# errno values that mean "wait and try again", not "this file is broken".
-TRANSIENT_ERRNOS = frozenset(
-    {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EBUSY,
-     errno.EAGAIN, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EFBIG, errno.EIO}
+class Disposition(enum.Enum):
+    """What a failure while processing a file means for that file (see `classify`)."""
+
+    QUARANTINE = "quarantine"  # MalformedFile: the content is not log data
+    REFUSE = "refuse"          # RefusedFile: never read, set aside as it is
+    VANISHED = "vanished"      # the input is gone: nothing to do
+    CANCELLED = "cancelled"    # shutdown: staged work dropped, the file stays
+    PAUSE = "pause"            # the host cannot take any file now (disk full, read-only, I/O
+                               # error): intake pauses, this file waits with its own backoff
+    RETRY = "retry"            # this file cannot be taken now (permission denied, too many
+                               # open files, still changing): it waits, the others go on
+    BUG = "bug"                # anything else: counted toward ingest.max_attempts
+
+
+# errno names → disposition. An errno not listed is a bug (counted, then dead-lettered).
+ERRNO_DISPOSITION: dict[int, Disposition] = {
+    **dict.fromkeys((errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO), Disposition.PAUSE),
+    **dict.fromkeys((errno.EACCES, errno.EPERM, errno.EBUSY, errno.EAGAIN, errno.EMFILE,
+                     errno.ENFILE, errno.ENOMEM, errno.EFBIG, errno.ETXTBSY, errno.EINTR,
+                     errno.ESTALE), Disposition.RETRY),
+    errno.ENOENT: Disposition.VANISHED,
+}
+
+# SQLite primary result codes (`sqlite3.Error.sqlite_errorcode & 0xff`) → disposition.
+SQLITE_DISPOSITION: dict[int, Disposition] = {
+    13: Disposition.PAUSE,   # SQLITE_FULL
+    10: Disposition.PAUSE,   # SQLITE_IOERR
+    8: Disposition.PAUSE,    # SQLITE_READONLY
+    14: Disposition.PAUSE,   # SQLITE_CANTOPEN
+    5: Disposition.RETRY,    # SQLITE_BUSY
+    6: Disposition.RETRY,    # SQLITE_LOCKED
+    7: Disposition.RETRY,    # SQLITE_NOMEM
+}
+
+# The same conditions as text, for libraries that raise without an errno (pyarrow's C++
+# errors carry the message of the failed system call only).
+TEXT_DISPOSITION: tuple[tuple[str, Disposition], ...] = (
+    ("no space left", Disposition.PAUSE),
+    ("disk quota exceeded", Disposition.PAUSE),
+    ("read-only file system", Disposition.PAUSE),
+    ("database or disk is full", Disposition.PAUSE),
+    ("disk i/o error", Disposition.PAUSE),
+    ("input/output error", Disposition.PAUSE),
+    ("permission denied", Disposition.RETRY),
+    ("too many open files", Disposition.RETRY),
+    ("database is locked", Disposition.RETRY),
+    ("cannot allocate memory", Disposition.RETRY),
+    ("file too large", Disposition.RETRY),
 )
 
 
-_TRANSIENT_TEXT = ("no space left", "disk quota exceeded", "permission denied",
-                   "database or disk is full", "database is locked", "read-only file system",
-                   "disk i/o error")
+def classify(exc: BaseException) -> Disposition:
+    """The one table from an exception to what it means for the file in hand."""
+    if isinstance(exc, MalformedFile):
+        return Disposition.QUARANTINE
+    if isinstance(exc, RefusedFile):
+        return Disposition.REFUSE
+    if isinstance(exc, FileVanished):
+        return Disposition.VANISHED
+    if isinstance(exc, Cancelled):
+        return Disposition.CANCELLED
+    if isinstance(exc, TransientIOError):
+        return Disposition.RETRY
+    if isinstance(exc, MemoryError):  # also pyarrow's ArrowMemoryError
+        return Disposition.RETRY
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and (code & 0xFF) in SQLITE_DISPOSITION:
+            return SQLITE_DISPOSITION[code & 0xFF]
+    if isinstance(exc, OSError) and exc.errno in ERRNO_DISPOSITION:
+        return ERRNO_DISPOSITION[exc.errno]
+    if isinstance(exc, (OSError, sqlite3.Error)):
+        text = str(exc).lower()
+        for needle, disposition in TEXT_DISPOSITION:
+            if needle in text:
+                return disposition
+    return Disposition.BUG
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for errors that pause intake rather than condemn the file.
-
-    Covers OSError by errno, and the same conditions reported as text by pyarrow
-    (which may raise without an errno) and by SQLite (SQLITE_FULL, SQLITE_BUSY, SQLITE_IOERR).
-    """
-    if isinstance(exc, TransientIOError):
-        return True
-    if isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS:
-        return True
-    if isinstance(exc, (OSError, sqlite3.OperationalError)):
-        text = str(exc).lower()
-        return any(t in text for t in _TRANSIENT_TEXT)
-    return False
+    """True for errors that make a file wait rather than condemn it (PAUSE or RETRY)."""
+    return classify(exc) in (Disposition.PAUSE, Disposition.RETRY)

@@ -29,8 +29,10 @@ from .config import IngestConfig
 class Intake:
     """The bounded FIFO of inbox files ready to be processed; a path is in it at most once."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.capacity = capacity
+        self._clock = clock
+        self._delayed: dict[Path, float] = {}  # waiting out a backoff: path -> when (clock)
         self._q: deque[Path] = deque()
         self._members: set[Path] = set()   # queued or being processed
         self._in_hand: set[Path] = set()   # taken, not yet done
@@ -49,6 +51,11 @@ class Intake:
             if path in self._in_hand:
                 self._again.add(path)
                 return True
+            if path in self._delayed:  # a new file under a failing name: try it now
+                del self._delayed[path]
+                self._q.append(path)
+                self._cv.notify()
+                return True
             if path in self._members:
                 return True
             if len(self._q) >= self.capacity:
@@ -60,23 +67,44 @@ class Intake:
             self._cv.notify()
             return True
 
-    def retry(self, path: Path) -> None:
-        """Puts the path in hand back at the head of the queue (a retry keeps its place)."""
+    def retry(self, path: Path, delay: float) -> None:
+        """Sets the path in hand aside for `delay` seconds; the queue goes on meanwhile, and
+        the path joins its tail when its time comes (a failing file never blocks the others)."""
         with self._cv:
             self._in_hand.discard(path)
             self._again.discard(path)
-            self._q.appendleft(path)
+            self._delayed[path] = self._clock() + max(0.0, delay)
             self._cv.notify()
+
+    def _release_due(self) -> float | None:
+        """Caller holds the lock. Queues the delayed paths whose time came; returns the
+        seconds until the next one, or None when none waits."""
+        if not self._delayed:
+            return None
+        now = self._clock()
+        for path, at in sorted(self._delayed.items(), key=lambda kv: kv[1]):
+            if at > now:
+                return at - now
+            del self._delayed[path]
+            self._q.append(path)
+        return None
 
     def take(self, timeout: float) -> Path | None:
         with self._cv:
+            wait = self._release_due()
             if not self._q:
-                self._cv.wait(timeout)
+                self._cv.wait(timeout if wait is None else min(timeout, wait))
+                self._release_due()
             if not self._q:
                 return None
             path = self._q.popleft()
             self._in_hand.add(path)
             return path
+
+    def waiting_retry(self) -> int:
+        """How many files wait out a backoff."""
+        with self._cv:
+            return len(self._delayed)
 
     def done(self, path: Path) -> None:
         with self._cv:

@@ -17,9 +17,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from .durable import fsync_dir, fsync_file, move, sha256_file, sync_dirs
+from .durable import fsync_dir, fsync_file, keep, move, sha256_file, sync_dirs
 from .errors import LedgerError, LogwatchdError
+from .failpoints import failpoint
 
 SCHEMA_VERSION = "1"
 
@@ -58,7 +60,20 @@ CREATE TABLE journal (               -- file moves committed but maybe not yet d
     txn TEXT NOT NULL,
     src TEXT NOT NULL,
     dst TEXT,                         -- NULL: delete src
-    src_sha256 TEXT                   -- when set, src is moved only if its content matches
+    src_sha256 TEXT,                  -- when set, src is moved only if its content matches
+    src_ident TEXT                    -- when set, src is moved only if it is still that file
+);
+"""
+
+# Added after the first release: created on open where missing (no data changes).
+_ADDITIONS = """
+CREATE TABLE IF NOT EXISTS attempts (  -- inbox files that failed or are in hand right now
+    name BLOB PRIMARY KEY,            -- the name in the inbox (bytes: need not be UTF-8)
+    ident TEXT,                       -- device:inode of the file these attempts were at
+    failures INTEGER NOT NULL DEFAULT 0,  -- bugs and process deaths (toward max_attempts)
+    first_failed_at REAL,             -- Unix time of the first failure of any kind
+    last_error TEXT,
+    in_hand INTEGER NOT NULL DEFAULT 0    -- 1 while a process works on it: still 1 after a crash
 );
 """
 
@@ -67,7 +82,10 @@ class CatalogChanged(LogwatchdError):
 
 
 COUNTERS = ("files_ok", "files_quarantined", "files_duplicate", "files_dead_lettered",
-            "records_processed", "records_valid", "records_errors")
+            "files_refused", "records_processed", "records_valid", "records_errors")
+
+# What a crash while a file was in hand is recorded as, at the next attempt.
+DIED_IN_HAND = "the process stopped while processing it (crash, kill -9, out of memory or watchdog)"
 
 
 @dataclass
@@ -85,6 +103,22 @@ class Move:
     src: Path
     dst: Path | None          # None: delete
     src_sha256: str | None = None
+    src_ident: str | None = None   # device:inode the source must still be (an input, not a
+                                   # file renamed over its name meanwhile)
+    keep: bool = False             # dst is in a folder where nothing is ever overwritten
+
+
+@dataclass
+class AttemptState:
+    """What is known of earlier attempts at an inbox file (durable across restarts)."""
+
+    failures: int = 0
+    first_failed_at: float | None = None
+    last_error: str | None = None
+    died: bool = False        # the previous attempt ended with the process (counted in failures)
+
+
+Name = bytes  # an inbox file's name as the kernel has it (an alias: Commit has a `bytes` field)
 
 
 @dataclass
@@ -93,7 +127,7 @@ class Commit:
 
     sha256: str
     name: str
-    outcome: str                                   # ok | quarantined | duplicate
+    outcome: str                  # ok | quarantined | duplicate | refused | dead_lettered
     bytes: int = 0
     processed: int = 0
     valid: int = 0
@@ -102,6 +136,7 @@ class Commit:
     outputs: list[Output] = field(default_factory=list)
     moves: list[Move] = field(default_factory=list)
     counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    attempt: Name | None = None   # the inbox name whose attempts this outcome ends
 
 
 def utc_iso(now: datetime | None = None) -> str:
@@ -111,8 +146,11 @@ def utc_iso(now: datetime | None = None) -> str:
 class Ledger:
     """The SQLite ledger. Writes are serialised; each thread reads on its own connection."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, root: Path | None = None) -> None:
         self.path = path
+        # Paths are stored relative to the root, so a root can be moved or copied; a ledger
+        # opened without one (and rows of older versions) keeps absolute paths.
+        self.root = root
         self._conn = conn
         self._write_lock = threading.Lock()
         self._journal_lock = threading.RLock()
@@ -120,7 +158,7 @@ class Ledger:
 
     # --- opening ----------------------------------------------------------------------
     @classmethod
-    def open(cls, path: Path, data_dirs: tuple[Path, ...] = ()) -> Ledger:
+    def open(cls, path: Path, data_dirs: tuple[Path, ...] = (), root: Path | None = None) -> Ledger:
         """Opens the ledger, creating it only where no output exists yet.
 
         Refuses (LedgerError) a ledger that is empty, corrupt, or not ours, and a missing
@@ -142,6 +180,7 @@ class Ledger:
         conn = _connect(path)
         try:
             _verify(conn, path)
+            _upgrade(conn)
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise LedgerError(f"the ledger {path} is corrupt ({exc}); refusing to start. "
@@ -149,7 +188,7 @@ class Ledger:
         except LedgerError:
             conn.close()
             raise
-        return cls(path, conn)
+        return cls(path, conn, root)
 
     def close(self) -> None:
         self._conn.close()
@@ -160,14 +199,34 @@ class Ledger:
             conn = self._local.conn = _connect(self.path)
         return conn
 
+    # --- paths ------------------------------------------------------------------------
+    def rel(self, path: Path) -> str:
+        """A path as the ledger stores it: relative to the root when under it."""
+        if self.root is not None:
+            try:
+                return str(path.relative_to(self.root))
+            except ValueError:
+                pass
+        return str(path)
+
+    def abs(self, stored: str | bytes) -> Path:
+        p = Path(os.fsdecode(stored))
+        return p if p.is_absolute() or self.root is None else self.root / p
+
+    def _enc(self, path: Path | None) -> bytes | None:
+        """A path as bytes for the journal: file names need not be valid UTF-8."""
+        return None if path is None else os.fsencode(self.rel(path))
+
     # --- writing ----------------------------------------------------------------------
     def commit(self, c: Commit, now: datetime | None = None) -> str:
         """Records an outcome and its journal in one transaction; returns the journal id."""
         at = utc_iso(now)
-        txn = f"input:{c.sha256}:{at}"
+        txn = f"input:{c.sha256 or c.outcome}:{at}:{uuid.uuid4().hex[:8]}"
         with self._write_lock, _immediate(self._conn) as conn:
-            if c.outcome == "duplicate":
-                conn.execute("UPDATE counters SET n = n + 1 WHERE name = 'files_duplicate'")
+            if c.attempt is not None:
+                conn.execute("DELETE FROM attempts WHERE name = ?", (c.attempt,))
+            if c.outcome in ("duplicate", "refused", "dead_lettered"):
+                self._bump(conn, {f"files_{c.outcome}": 1})
             else:
                 conn.execute(
                     "INSERT INTO inputs (sha256, name, outcome, bytes, processed, valid, errors,"
@@ -176,7 +235,8 @@ class Ledger:
                      c.reason, at))
                 conn.executemany(
                     "INSERT INTO outputs VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(str(o.path), c.sha256, o.kind, o.date, o.rows, o.bytes, at) for o in c.outputs])
+                    [(self.rel(o.path), c.sha256, o.kind, o.date, o.rows, o.bytes, at)
+                     for o in c.outputs])
                 conn.executemany(
                     "INSERT INTO daily_counts VALUES (?, ?, ?) "
                     "ON CONFLICT (date, action) DO UPDATE SET n = n + excluded.n",
@@ -187,13 +247,67 @@ class Ledger:
                     "records_errors": c.errors})
             moves = [Move(o.staged, o.path) for o in c.outputs] + c.moves
             conn.executemany(
-                "INSERT INTO journal (txn, src, dst, src_sha256) VALUES (?, ?, ?, ?)",
-                [(txn, _enc(m.src), _enc(m.dst), m.src_sha256) for m in moves])
+                "INSERT INTO journal (txn, src, dst, src_sha256, src_ident) VALUES (?, ?, ?, ?, ?)",
+                [(txn, self._enc(m.src), self._enc(m.dst), m.src_sha256,
+                  _ident_text(m)) for m in moves])
         return txn
 
-    def count_dead_letter(self) -> None:
+    # --- attempts (durable, so a file that kills the process is counted) ----------------
+    def begin_attempt(self, name: bytes, ident: str, now: float) -> AttemptState:
+        """Marks an inbox file in hand and returns what earlier attempts left.
+
+        A mark still set from an earlier attempt means the process died holding the file:
+        that counts as a failure. Written without waiting for the disk (a process crash
+        keeps the page cache; only power loss could forget an attempt, which is harmless).
+        """
+        with self._write_lock:
+            self._conn.execute("PRAGMA synchronous = OFF")
+            try:
+                with _immediate(self._conn) as conn:
+                    row = conn.execute("SELECT ident, failures, first_failed_at, last_error, in_hand"
+                                       " FROM attempts WHERE name = ?", (name,)).fetchone()
+                    state = AttemptState()
+                    if row is not None and row[0] == ident:
+                        state = AttemptState(row[1], row[2], row[3])
+                        if row[4]:
+                            state = AttemptState(row[1] + 1, row[2] or now, DIED_IN_HAND, died=True)
+                    conn.execute(
+                        "INSERT OR REPLACE INTO attempts VALUES (?, ?, ?, ?, ?, 1)",
+                        (name, ident, state.failures, state.first_failed_at, state.last_error))
+            finally:
+                self._conn.execute("PRAGMA synchronous = FULL")
+        return state
+
+    def attempt_failed(self, name: bytes, error: str, bug: bool, now: float) -> AttemptState:
+        """Records a failed attempt (a bug counts toward max_attempts); returns the new state."""
         with self._write_lock, _immediate(self._conn) as conn:
-            self._bump(conn, {"files_dead_lettered": 1})
+            conn.execute(
+                "UPDATE attempts SET failures = failures + ?, in_hand = 0, last_error = ?,"
+                " first_failed_at = coalesce(first_failed_at, ?) WHERE name = ?",
+                (1 if bug else 0, error, now, name))
+            row = conn.execute("SELECT failures, first_failed_at, last_error FROM attempts"
+                               " WHERE name = ?", (name,)).fetchone()
+        return AttemptState(*row) if row else AttemptState(int(bug), now, error)
+
+    def end_attempt(self, name: bytes, forget: bool = False) -> None:
+        """The file is no longer in hand (shutdown: keep its failures), or gone (`forget`)."""
+        with self._write_lock, _immediate(self._conn) as conn:
+            if forget:
+                conn.execute("DELETE FROM attempts WHERE name = ?", (name,))
+            else:
+                conn.execute("UPDATE attempts SET in_hand = 0 WHERE name = ?", (name,))
+
+    def failing(self) -> list[tuple[bytes, float]]:
+        """(inbox name, first failure time) of every file that has failed and is not done."""
+        return [(bytes(r[0]), float(r[1])) for r in self._reader().execute(
+            "SELECT name, first_failed_at FROM attempts WHERE first_failed_at IS NOT NULL")]
+
+    def prune_attempts(self, present: set[bytes]) -> None:
+        """Forgets the attempts of names no longer in the inbox (taken by hand, replayed)."""
+        with self._write_lock, _immediate(self._conn) as conn:
+            names = [bytes(r[0]) for r in conn.execute("SELECT name FROM attempts")]
+            conn.executemany("DELETE FROM attempts WHERE name = ?",
+                             [(n,) for n in names if n not in present])
 
     def forget(self, sha256: str) -> bool:
         """Drops a quarantined input's record so its content can be processed again (replay)."""
@@ -209,7 +323,7 @@ class Ledger:
                 "INSERT INTO inputs (sha256, name, outcome, bytes, processed, valid, errors, reason,"
                 " committed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [(*i, at) for i in inputs])
             conn.executemany("INSERT INTO outputs VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             [(*o, at) for o in outputs])
+                             [(self.rel(Path(o[0])), *o[1:], at) for o in outputs])
             conn.executemany("INSERT INTO daily_counts VALUES (?, ?, ?)",
                              [(d, a, n) for (d, a), n in counts.items()])
             self._bump(conn, counters)
@@ -232,14 +346,18 @@ class Ledger:
         with self._journal_lock:
             with self._write_lock:  # the write connection is shared: never read mid-transaction
                 rows = self._conn.execute(
-                    "SELECT src, dst, src_sha256 FROM journal WHERE txn = ? ORDER BY id", (txn,)).fetchall()
+                    "SELECT src, dst, src_sha256, src_ident FROM journal WHERE txn = ? ORDER BY id",
+                    (txn,)).fetchall()
             synced: set[Path] = set()
-            for src, dst, sha in rows:
-                path = _dec(src)
+            for n, (src, dst, sha, ident) in enumerate(rows):
+                path = self.abs(src)
                 vouched = known is not None and path in known and identity(path) == known[path]
-                _apply_move(path, None if dst is None else _dec(dst), None if vouched else sha,
-                            synced, progress)
+                _apply_move(path, None if dst is None else self.abs(dst), None if vouched else sha,
+                            ident, synced, progress)
+                failpoint(f"{txn.split(':', 1)[0]}.moved-{'first' if n == 0 else 'more'}")
+            failpoint(f"{txn.split(':', 1)[0]}.moved")
             sync_dirs(synced)
+            failpoint(f"{txn.split(':', 1)[0]}.synced")
             with self._write_lock, _immediate(self._conn) as conn:
                 conn.execute("DELETE FROM journal WHERE txn = ?", (txn,))
 
@@ -262,7 +380,7 @@ class Ledger:
     def pending_paths(self) -> set[Path]:
         """Sources of moves not yet done (staged files recovery must not delete)."""
         with self._write_lock:
-            return {_dec(r[0]) for r in self._conn.execute("SELECT src FROM journal")}
+            return {self.abs(r[0]) for r in self._conn.execute("SELECT src FROM journal")}
 
     # --- reading ----------------------------------------------------------------------
     def stem_in_use(self, stem: str) -> bool:
@@ -290,9 +408,15 @@ class Ledger:
     def counters(self) -> dict[str, int]:
         return {name: n for name, n in self._reader().execute("SELECT name, n FROM counters")}
 
-    def live_outputs(self, kind: str | None = None) -> list[sqlite3.Row]:
+    def live_outputs(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """The catalog of live files (paths absolute), ordered by path."""
         sql = "SELECT * FROM outputs" + (" WHERE kind = ?" if kind else "") + " ORDER BY path"
-        return self._reader().execute(sql, (kind,) if kind else ()).fetchall()
+        return [self._row(r) for r in self._reader().execute(sql, (kind,) if kind else ())]
+
+    def _row(self, row: sqlite3.Row) -> dict[str, Any]:
+        d = dict(row)
+        d["path"] = str(self.abs(d["path"]))
+        return d
 
     def last_committed_at(self, outcome: str = "ok") -> str | None:
         """When the latest input with this outcome was committed (ISO-8601 UTC), if ever."""
@@ -303,17 +427,17 @@ class Ledger:
         return None if row is None else str(row[0])
 
     # --- compaction -------------------------------------------------------------------
-    def compaction_snapshot(self, kind: str = "clean") -> list[sqlite3.Row]:
+    def compaction_snapshot(self, kind: str = "clean") -> list[dict[str, Any]]:
         """The live files a compaction pass may merge, ordered by partition and age.
 
         One statement, so one consistent read: files whose publishing rename is still in
         the journal (committed, not yet on disk under their final name) are left out.
         """
-        return self._reader().execute(
+        return [self._row(r) for r in self._reader().execute(
             "SELECT * FROM outputs WHERE kind = ? AND path NOT IN "
             "(SELECT CAST(dst AS TEXT) FROM journal WHERE dst IS NOT NULL)"
             " ORDER BY date, created_at, path",
-            (kind,)).fetchall()
+            (kind,))]
 
     def commit_compaction(self, replaced: list[Path], merged: list[Output],
                           now: datetime | None = None) -> str:
@@ -331,20 +455,20 @@ class Ledger:
             rows = 0
             for path in replaced:
                 row = conn.execute("SELECT kind, rows FROM outputs WHERE path = ?",
-                                   (str(path),)).fetchone()
+                                   (self.rel(path),)).fetchone()
                 if row is None or row[0] != "clean":
                     raise CatalogChanged(f"{path} is no longer a live data file")
                 rows += row[1]
             if rows != sum(o.rows for o in merged):
                 raise CatalogChanged(f"the merged files hold {sum(o.rows for o in merged)} rows, "
                                      f"their sources {rows}")
-            conn.executemany("DELETE FROM outputs WHERE path = ?", [(str(p),) for p in replaced])
+            conn.executemany("DELETE FROM outputs WHERE path = ?", [(self.rel(p),) for p in replaced])
             # A plain INSERT: a name that is already live is a bug, and aborts the swap.
             conn.executemany(
                 "INSERT INTO outputs VALUES (?, NULL, ?, ?, ?, ?, ?)",
-                [(str(o.path), o.kind, o.date, o.rows, o.bytes, at) for o in merged])
-            moves = ([(txn, _enc(o.staged), _enc(o.path), None) for o in merged]
-                     + [(txn, _enc(p), None, None) for p in replaced])
+                [(self.rel(o.path), o.kind, o.date, o.rows, o.bytes, at) for o in merged])
+            moves = ([(txn, self._enc(o.staged), self._enc(o.path), None) for o in merged]
+                     + [(txn, self._enc(p), None, None) for p in replaced])
             conn.executemany("INSERT INTO journal (txn, src, dst, src_sha256) VALUES (?, ?, ?, ?)",
                              moves)
         return txn
@@ -397,6 +521,16 @@ def _verify(conn: sqlite3.Connection, path: Path) -> None:
                           f"expected {SCHEMA_VERSION!r}; refusing to start.")
 
 
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Adds what later versions keep in a ledger of an earlier one (tables, a column, counters)."""
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(journal)")}
+    with _immediate(conn):
+        conn.execute(_ADDITIONS)
+        if "src_ident" not in columns:
+            conn.execute("ALTER TABLE journal ADD COLUMN src_ident TEXT")
+        conn.executemany("INSERT OR IGNORE INTO counters VALUES (?, 0)", [(c,) for c in COUNTERS])
+
+
 @contextmanager
 def _immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("BEGIN IMMEDIATE")
@@ -428,20 +562,31 @@ def identity(path: Path | os.stat_result) -> FileIdentity | None:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _enc(path: Path | None) -> bytes | None:
-    """A path as bytes for the journal: file names need not be valid UTF-8."""
-    return None if path is None else os.fsencode(path)
+def inode_of(path: Path | os.stat_result) -> str | None:
+    """`device:inode` of a path (not followed) or stat result: which file a name holds."""
+    try:
+        st = path if isinstance(path, os.stat_result) else os.lstat(path)
+    except OSError:
+        return None
+    return f"{st.st_dev}:{st.st_ino}"
 
 
-def _dec(raw: bytes | str) -> Path:
-    return Path(os.fsdecode(raw))
+def _ident_text(m: Move) -> str | None:
+    return None if m.src_ident is None else ("keep:" if m.keep else "") + m.src_ident
 
 
-def _apply_move(src: Path, dst: Path | None, sha: str | None, synced: set[Path],
-                progress: Callable[[], None] | None = None) -> None:
+def _apply_move(src: Path, dst: Path | None, sha: str | None, ident: str | None,
+                synced: set[Path], progress: Callable[[], None] | None = None) -> None:
     """One journal move, idempotent: done already, or source gone, is fine."""
+    keep_dst = ident is not None and ident.startswith("keep:")
+    ident = ident[5:] if keep_dst and ident is not None else ident
     if not os.path.lexists(src):
         return  # already moved (or deleted) before the crash
+    if ident and inode_of(src) != ident:
+        return  # another file was renamed over the name: it is processed on its own
     if sha is not None and sha256_file(src, progress) != sha:
-        return  # the name now holds another file: leave it for its own processing
-    move(src, dst, synced)
+        return  # the name now holds other content: leave it for its own processing
+    if keep_dst and dst is not None:
+        keep(src, dst, synced)
+    else:
+        move(src, dst, synced)

@@ -64,6 +64,8 @@ class Metrics:
         # stops reporting — exactly when /healthz must notice it.
         self._oldest_since: float | None = None
         self._paused = False
+        self._failing = 0                       # files waiting to be retried
+        self._failing_since: float | None = None  # Unix time the oldest of them first failed
         self._last_success: float | None = None
         self._compaction = dict.fromkeys(COMPACTION_FIELDS, 0.0)
 
@@ -93,6 +95,11 @@ class Metrics:
         self._paused_gauge = Gauge(
             "logwatchd_intake_paused", "1 while intake is paused (disk low, permission denied).",
             registry=r)
+        self._failing_gauge = Gauge(
+            "logwatchd_failing_files", "Files that failed and wait to be retried.", registry=r)
+        Gauge("logwatchd_oldest_failing_file_age_seconds",
+              "Time since the first failure of the longest-failing file; 0 when none fails.",
+              registry=r).set_function(self._oldest_failing_age)
         self._last_success_gauge = Gauge(
             "logwatchd_last_success_timestamp_seconds",
             "Unix time of the last file processed ok or found duplicate; 0 before the first.",
@@ -152,6 +159,17 @@ class Metrics:
             self._backlog = files
             self._oldest_since = now - max(0.0, oldest_age_s) if files > 0 else None
 
+    def set_failing(self, files: int, oldest_since: float | None) -> None:
+        """Records how many files are failing and since when the oldest of them has."""
+        self._failing_gauge.set(files)
+        with self._lock:
+            self._failing = files
+            self._failing_since = oldest_since if files else None
+
+    def _oldest_failing_age(self) -> float:
+        since = self._failing_since
+        return 0.0 if since is None else max(0.0, self._clock() - since)
+
     def set_intake_paused(self, paused: bool) -> None:
         self._paused_gauge.set(1 if paused else 0)
         with self._lock:
@@ -204,6 +222,8 @@ class Metrics:
                 "backlog": self._backlog,
                 "oldest_waiting_age_s": round(self._oldest_age(), 3),
                 "intake_paused": self._paused,
+                "failing_files": self._failing,
+                "oldest_failing_age_s": round(self._oldest_failing_age(), 3),
                 "last_success_at": None if self._last_success is None else iso_utc(self._last_success),
                 "compaction": compaction,
             }

@@ -2,8 +2,11 @@
 
 Outcomes: `ok` (rows and error lines published, input archived), `quarantined` (not log
 data: moved whole with a reason), `duplicate` (content seen before: archived, nothing
-written). A refused entry (symlink, special file) is quarantined as it is, never read.
-Transient I/O errors and bugs propagate: the caller retries or dead-letters.
+written), `refused` (symlink, special file, hard link: quarantined as it is, never read).
+Transient I/O errors and bugs propagate: `errors.classify` says what they mean, the caller
+retries or dead-letters (`Pipeline.dead_letter`). Every outcome is one ledger commit whose
+journal moves the input — only the very file that was read, never one renamed over its
+name meanwhile — to a name that overwrites nothing.
 """
 
 from __future__ import annotations
@@ -21,9 +24,17 @@ from typing import Any
 import orjson
 
 from .config import Config
-from .durable import is_staging_name, move, sha256_stream, staged_name, sync_dirs, write_staged
-from .errors import Cancelled, MalformedFile, RefusedFile, TransientIOError
-from .ledger import Commit, FileIdentity, Ledger, Move, Output, identity, utc_iso
+from .durable import (
+    free_name,
+    is_staging_name,
+    sha256_stream,
+    sidecar_of,
+    staged_name,
+    write_staged,
+)
+from .errors import Cancelled, FileVanished, MalformedFile, RefusedFile, TransientIOError
+from .failpoints import failpoint
+from .ledger import Commit, FileIdentity, Ledger, Move, Output, identity, inode_of, utc_iso
 from .parallel import JobSpec, LocalRunner, PoolRunner
 from .reader import HashingReader, iter_chunks, open_input
 from .records import ChunkResult, utc_now
@@ -37,7 +48,7 @@ class FileOutcome:
     """The summary of one file, as `process` prints it and `file_processed` logs it."""
 
     file: str
-    status: str                     # ok | quarantined | duplicate | failed
+    status: str                     # ok | quarantined | duplicate | refused | failed
     processed: int = 0
     valid: int = 0
     errors: int = 0
@@ -49,7 +60,9 @@ class FileOutcome:
     counts: dict[tuple[str, str], int] = field(default_factory=dict, repr=False)
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"file": self.file, "status": self.status,
+        # SPEC §2 knows four statuses: a refused entry was quarantined as it is.
+        status = "quarantined" if self.status == "refused" else self.status
+        out: dict[str, Any] = {"file": self.file, "status": status,
                                "processed": self.processed, "valid": self.valid,
                                "errors": self.errors}
         if self.reason:
@@ -62,27 +75,6 @@ class FileOutcome:
 def display_name(name: str) -> str:
     """A file name as valid UTF-8 text (undecodable bytes become U+FFFD)."""
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def free_name(directory: Path, name: str, sha: str | None) -> Path:
-    """`directory/name`, or, when that is taken, the name tagged before its first suffix
-    (`a.<tag>.jsonl.gz`), so that a replayed file still matches the inbox patterns."""
-    target = directory / name
-    if not os.path.lexists(target):
-        return target
-    tag = sha[:12] if sha else f"{time.time_ns():x}"
-    dot = name.find(".", 1)
-    stem, suffixes = (name, "") if dot < 0 else (name[:dot], name[dot:])
-    # Stay within NAME_MAX (255 bytes) with room for the tag and a counter.
-    room = 255 - len(os.fsencode(suffixes)) - len(tag) - 8
-    if len(os.fsencode(stem)) > room:
-        stem = os.fsdecode(os.fsencode(stem)[:max(room, 1)])
-    target = directory / f"{stem}.{tag}{suffixes}"
-    n = 1
-    while os.path.lexists(target):  # the same content twice: keep both copies
-        target = directory / f"{stem}.{tag}-{n}{suffixes}"
-        n += 1
-    return target
 
 
 class Pipeline:
@@ -107,6 +99,10 @@ class Pipeline:
     def in_inbox(self, path: Path) -> bool:
         return path.parent.resolve() == self.config.paths.inbox.resolve()
 
+    def attempt_key(self, path: Path) -> bytes | None:
+        """The ledger's key for an inbox file's attempts (its name), None outside the inbox."""
+        return os.fsencode(path.name) if self.in_inbox(path) else None
+
     # --- the one entry point ------------------------------------------------------------
     def process(self, path: Path) -> FileOutcome:
         """Processes one file to its outcome. Raises TransientIOError, FileVanished or a bug."""
@@ -122,8 +118,8 @@ class Pipeline:
             fh, st = open_input(path)
         except RefusedFile as exc:
             if in_inbox:
-                self.move_aside(path, self.config.paths.quarantine, exc.reason, exc.detail)
-            return FileOutcome(name, "quarantined", reason=exc.reason, detail=exc.detail)
+                self.set_aside(path, self.config.paths.quarantine, "refused", exc.reason, exc.detail)
+            return FileOutcome(name, "refused", reason=exc.reason, detail=exc.detail)
         now = self.clock()
         with fh:
             sha = sha256_stream(fh, self.progress)
@@ -142,7 +138,7 @@ class Pipeline:
         if cfg.ingest.dedupe and seen:
             commit = Commit(sha, name, "duplicate", bytes=st.st_size)
             if in_inbox:
-                commit.moves.append(self._retire_input(path, sha, now))
+                commit.moves.append(self._retire_input(path, st, sha, now))
             return FileOutcome(name, "duplicate", sha256=sha, bytes=st.st_size), commit
         # Names are deterministic: a retry after a crash rewrites the same (staged) names.
         stem = sha if not seen else f"{sha}-r{seen}"
@@ -152,12 +148,12 @@ class Pipeline:
         try:
             result, outputs = self._transform(path, name, fh, st, sha, stem, now)
         except MalformedFile as exc:
-            return self._quarantine(path, name, sha, st.st_size, exc, in_inbox, now)
+            return self._quarantine(path, name, st, sha, exc, in_inbox, now)
         commit = Commit(sha, name, "ok", bytes=st.st_size, processed=result.processed,
                         valid=result.valid, errors=result.errors, outputs=outputs,
                         counts=result.counts)
         if in_inbox:
-            commit.moves.append(self._retire_input(path, sha, now))
+            commit.moves.append(self._retire_input(path, st, sha, now))
         outcome = FileOutcome(name, "ok", result.processed, result.valid, result.errors,
                               sha256=sha, bytes=st.st_size, counts=result.counts)
         return outcome, commit
@@ -216,15 +212,20 @@ class Pipeline:
         return now.astimezone(self.zone).date().isoformat()
 
     # --- outcomes -----------------------------------------------------------------------
-    def _retire_input(self, path: Path, sha: str, now: datetime) -> Move:
+    def _retire_input(self, path: Path, st: os.stat_result, sha: str, now: datetime) -> Move:
         archive = self.config.paths.archive
+        ident = inode_of(st)
         if archive is None:
-            return Move(path, None, sha)
-        return Move(path, free_name(archive / f"date={self._day(now)}", path.name, sha), sha)
+            return Move(path, None, sha, ident)
+        return Move(path, free_name(archive / f"date={self._day(now)}", path.name, sha), sha,
+                    ident, keep=True)
 
     def _apply(self, commit: Commit, now: datetime,
                known: dict[Path, FileIdentity | None] | None = None) -> None:
         """Commits the outcome, then moves its files into place (see ledger.py)."""
+        if commit.attempt is None and commit.moves:
+            commit.attempt = self.attempt_key(commit.moves[-1].src)
+        failpoint("input.staged")
         try:
             txn = self.ledger.commit(commit, now)
         except BaseException:
@@ -235,33 +236,45 @@ class Pipeline:
                 if m.src_sha256 is None and is_staging_name(m.src.name):  # ours, not an input
                     m.src.unlink(missing_ok=True)
             raise
+        failpoint("input.committed")
         self.ledger.complete(txn, self.progress,
                              {p: i for p, i in (known or {}).items() if i is not None})
 
-    def _quarantine(self, path: Path, name: str, sha: str, size: int, exc: MalformedFile,
-                    in_inbox: bool, now: datetime) -> tuple[FileOutcome, Commit]:
-        commit = Commit(sha, name, "quarantined", bytes=size, reason=exc.reason)
+    def _quarantine(self, path: Path, name: str, st: os.stat_result, sha: str,
+                    exc: MalformedFile, in_inbox: bool, now: datetime) -> tuple[FileOutcome, Commit]:
+        commit = Commit(sha, name, "quarantined", bytes=st.st_size, reason=exc.reason)
         if in_inbox:
-            qdir = self.config.paths.quarantine
-            target = free_name(qdir, path.name, sha)
-            sidecar = target.with_name(target.name + ".reason.json")
-            staged = write_staged(sidecar, _reason_json(exc.reason, exc.detail, now, sha))
-            commit.moves += [Move(staged, sidecar), Move(path, target, sha)]
-        outcome = FileOutcome(name, "quarantined", sha256=sha, bytes=size, reason=exc.reason,
+            commit.moves += self._aside_moves(path, inode_of(st), sha, self.config.paths.quarantine,
+                                              exc.reason, exc.detail, now)
+        outcome = FileOutcome(name, "quarantined", sha256=sha, bytes=st.st_size, reason=exc.reason,
                               detail=exc.detail)
         return outcome, commit
 
-    def move_aside(self, path: Path, directory: Path, reason: str, detail: str) -> Path:
-        """Moves an inbox entry into quarantine or dead-letter with a reason sidecar."""
+    def _aside_moves(self, path: Path, ident: str | None, sha: str | None, directory: Path,
+                     reason: str, detail: str, now: datetime) -> list[Move]:
+        """The moves that set an inbox entry aside with its reason: a staged sidecar, then
+        the entry itself, both to names that overwrite nothing."""
+        target = free_name(directory, path.name, sha)
+        doc = _reason_json(reason, detail, now, sha, display_name(path.name))
+        staged = write_staged(sidecar_of(target), doc)
+        return [Move(staged, sidecar_of(target), keep=True),
+                Move(path, target, None, ident, keep=True)]
+
+    def set_aside(self, path: Path, directory: Path, outcome: str, reason: str, detail: str) -> None:
+        """Moves an inbox entry as it is (never read) into quarantine or dead-letter with a
+        reason sidecar, and counts it (`refused`, `dead_lettered`) in the same commit."""
         now = self.clock()
-        target = free_name(directory, path.name, None)
-        sidecar = target.with_name(target.name + ".reason.json")
-        staged = write_staged(sidecar, _reason_json(reason, detail, now, None))
-        synced: set[Path] = set()
-        move(staged, sidecar, synced)
-        move(path, target, synced)
-        sync_dirs(synced)
-        return target
+        ident = inode_of(path)
+        if ident is None:
+            raise FileVanished(f"{display_name(path.name)} is gone")
+        commit = Commit("", display_name(path.name), outcome, reason=reason,
+                        attempt=self.attempt_key(path))
+        commit.moves = self._aside_moves(path, ident, None, directory, reason, detail, now)
+        self._apply(commit, now)
+
+    def dead_letter(self, path: Path, reason: str, detail: str) -> None:
+        """Sets a file that kept failing aside in dead-letter (see `errors.classify`)."""
+        self.set_aside(path, self.config.paths.dead_letter, "dead_lettered", reason, detail)
 
 
 # Fault injection for tests of the failure paths: every file whose name matches this glob
@@ -275,8 +288,8 @@ def _failpoint(name: str) -> None:
         raise RuntimeError(f"failpoint {FAILPOINT_ENV} matched {name!r}")
 
 
-def _reason_json(reason: str, detail: str, now: datetime, sha: str | None) -> bytes:
-    doc: dict[str, Any] = {"reason": reason, "detail": detail, "at": utc_iso(now)}
+def _reason_json(reason: str, detail: str, now: datetime, sha: str | None, file: str) -> bytes:
+    doc: dict[str, Any] = {"reason": reason, "detail": detail, "at": utc_iso(now), "file": file}
     if sha:
         doc["sha256"] = sha
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"

@@ -34,7 +34,7 @@ def rebuild_ledger(config: Config) -> int:
         tmp = p.state / ".ledger.rebuild.tmp"
         for f in p.state.glob(".ledger.rebuild.tmp*"):
             f.unlink()
-        ledger = Ledger.open(tmp)
+        ledger = Ledger.open(tmp, root=p.root)
         try:
             counts_summary = _fill(config, ledger)
         finally:

@@ -9,9 +9,9 @@ from pathlib import Path
 import orjson
 
 from .config import Config
-from .durable import move, sha256_file, sync_dirs
+from .durable import free_name, move, sha256_file, sync_dirs
 from .ledger import Ledger
-from .pipeline import display_name, free_name
+from .pipeline import display_name
 from .runtime import data_dirs
 
 REASON_SUFFIX = ".reason.json"
@@ -28,7 +28,7 @@ def replay(config: Config, source: str, names: list[str]) -> int:
     else:
         entries = sorted(p for p in directory.iterdir()
                          if not p.name.endswith(REASON_SUFFIX) and not p.name.startswith("."))
-    ledger = Ledger.open(config.paths.ledger, data_dirs(config))
+    ledger = Ledger.open(config.paths.ledger, data_dirs(config), root=config.paths.root)
     status = 0
     try:
         for entry in entries:

@@ -46,7 +46,7 @@ def open_runtime(config: Config) -> Runtime:
             ensure_dir(d)
     lock = acquire_lock(config)
     try:
-        ledger = Ledger.open(p.ledger, data_dirs(config))
+        ledger = Ledger.open(p.ledger, data_dirs(config), root=p.root)
     except BaseException:
         lock.close()
         raise

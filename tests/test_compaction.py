@@ -81,7 +81,7 @@ def assert_catalog_matches_disk(env: Env, config: Config) -> None:
     live = {r[0] for r in con.execute("SELECT path FROM outputs")}
     assert con.execute("SELECT count(*) FROM journal").fetchone()[0] == 0
     con.close()
-    on_disk = {str(p) for root in (config.paths.clean, config.paths.errors)
+    on_disk = {str(p.relative_to(config.paths.root)) for root in (config.paths.clean, config.paths.errors)
                for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")}
     assert live == on_disk
     assert list(env.root.rglob(".*.tmp")) == []

@@ -160,7 +160,7 @@ def assert_exactly_once_at_rest(env: Env, expected: dict[str, int], context: str
         live = {r[0] for r in con.execute("SELECT path FROM outputs")}
     finally:
         con.close()
-    on_disk = {str(p) for d in ("clean", "errors") for p in env.path(d).rglob("*")
+    on_disk = {str(p.relative_to(env.root)) for d in ("clean", "errors") for p in env.path(d).rglob("*")
                if p.is_file() and not p.name.startswith(".")}
     assert live == on_disk, f"{context}: catalog and disk differ: {sorted(live ^ on_disk)[:4]}"
     assert list(env.root.rglob(".*.tmp")) == [], f"{context}: staging files left behind"

@@ -47,7 +47,8 @@ def assert_ledger_consistent(env: Env) -> None:
     assert counted == dict(scanned)
     assert con.execute("SELECT count(*) FROM journal").fetchone()[0] == 0
     live = {r[0] for r in con.execute("SELECT path FROM outputs WHERE kind = 'clean'")}
-    on_disk = {str(p) for p in env.path("clean").rglob("*.parquet") if not p.name.startswith(".")}
+    on_disk = {str(p.relative_to(env.root)) for p in env.path("clean").rglob("*.parquet")
+               if not p.name.startswith(".")}
     assert live == on_disk, "the catalog of live files matches the files on disk"
     con.close()
 
