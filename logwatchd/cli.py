@@ -140,7 +140,7 @@ def _failed_outcome(path: Path, exc: Exception, log: Any) -> Any:
     from .pipeline import FileOutcome, display_name
 
     name = display_name(path.name)
-    disposition = classify(exc)
+    disposition = classify(exc, path)
     if disposition is Disposition.VANISHED and not os.path.lexists(path):
         return FileOutcome(name, "failed", reason="not_found", detail=f"no such file: {name}")
     if disposition in (Disposition.PAUSE, Disposition.RETRY):

@@ -187,7 +187,10 @@ class Daemon:
             self.watcher.defer(path)
             return None
         name = display_name(path.name)
-        state = ledger.begin_attempt(key, ident, time.time())
+        try:
+            state = ledger.begin_attempt(key, ident, time.time())
+        except Exception as exc:  # noqa: BLE001 - the ledger cannot be written: the host's trouble
+            return self._failed(path, key, name, exc, classify(exc), recorded=False)
         if state.died:
             self.log.error(logs.FILE_RETRY, file=name, attempt=state.failures,
                            error=state.last_error, disposition=Disposition.BUG.value)
@@ -197,7 +200,7 @@ class Daemon:
         try:
             outcome = self.pipeline.process(path)
         except Exception as exc:  # noqa: BLE001 - every failure is classified, in errors.py
-            disposition = classify(exc)
+            disposition = classify(exc, path)
             if disposition is Disposition.VANISHED and not os.path.lexists(path):
                 ledger.end_attempt(key, forget=True)
                 self.log.info(logs.FILE_VANISHED, file=name)
@@ -209,36 +212,48 @@ class Daemon:
         self._done(path, outcome)
         return None
 
-    def _exhausted(self, state: AttemptState) -> tuple[str, str] | None:
-        """(reason, detail) when a file has failed too often or too long, else None."""
+    def _exhausted(self, state: AttemptState) -> tuple[str, str, int] | None:
+        """(reason, detail, attempts) when a file has failed too often or too long, else None."""
         ingest = self.config.ingest
         if state.failures >= ingest.max_attempts:
             reason = "process_died" if state.died else "internal_error"
-            return reason, f"failed {state.failures} times; last error: {state.last_error}"
+            return reason, f"failed {state.failures} times; last error: {state.last_error}", state.failures
         if state.first_failed_at is not None:
             failing_for = time.time() - state.first_failed_at
             if failing_for >= ingest.max_retry_seconds:
-                return "failing_too_long", (
-                    f"failing for {failing_for:.0f} s, longer than ingest.max_retry_seconds "
-                    f"({ingest.max_retry_seconds:g}); last error: {state.last_error}")
+                detail = (f"failing for {failing_for:.0f} s, longer than ingest.max_retry_seconds "
+                          f"({ingest.max_retry_seconds:g}); last error: {state.last_error}")
+                return "failing_too_long", detail, state.failures
         return None
 
     def _failed(self, path: Path, key: bytes, name: str, exc: Exception,
-                disposition: Disposition) -> float | None:
+                disposition: Disposition, recorded: bool = True) -> float | None:
+        """Counts a failed attempt, in the ledger when it can be written; returns the wait."""
         assert self.rt is not None
         bug = disposition not in (Disposition.PAUSE, Disposition.RETRY)
         error = repr(exc) if bug else (str(exc) or repr(exc))
-        state = self.rt.ledger.attempt_failed(key, error, bug, time.time())
+        now = time.time()
+        try:
+            if not recorded:
+                raise exc
+            state = self.rt.ledger.attempt_failed(key, error, bug, now)
+        except Exception as ledger_exc:  # noqa: BLE001 - e.g. the disk is full: count in memory
+            if classify(ledger_exc) is Disposition.PAUSE:
+                disposition = Disposition.PAUSE
+            with self._failing_lock:
+                since = self._failing.get(path, now)
+            state = AttemptState(0, since, error)
         self._note_failing(path, state.first_failed_at)
         self.metrics.file_retry()
         verdict = self._exhausted(state)
-        if verdict is not None:
-            return self._dead_letter(path, key, name, *verdict)
         if bug:
             wait = min(2.0 ** (state.failures - 1), MAX_BACKOFF_S)
             self.log.error(logs.FILE_RETRY, file=name, attempt=state.failures, error=error,
                            traceback=traceback.format_exc(), disposition=disposition.value,
-                           retry_in_s=wait)
+                           retry_in_s=None if verdict else wait)
+        if verdict is not None:
+            return self._dead_letter(path, key, name, *verdict)
+        if bug:
             return wait
         wait = self._backoff.get(path, 1.0)
         self._backoff[path] = min(wait * 2, MAX_BACKOFF_S)
@@ -255,7 +270,8 @@ class Daemon:
                       disposition=disposition.value, retry_in_s=wait)
         return wait
 
-    def _dead_letter(self, path: Path, key: bytes, name: str, reason: str, detail: str) -> float | None:
+    def _dead_letter(self, path: Path, key: bytes, name: str, reason: str, detail: str,
+                     attempts: int) -> float | None:
         assert self.pipeline is not None
         try:
             self.pipeline.dead_letter(path, reason, detail)
@@ -266,7 +282,8 @@ class Daemon:
                            traceback=traceback.format_exc())
             return MAX_BACKOFF_S
         self.metrics.file_done("dead_lettered", 0, 0, 0, 0.0)
-        self.log.error(logs.FILE_DEAD_LETTERED, file=name, reason=reason, detail=detail)
+        self.log.error(logs.FILE_DEAD_LETTERED, file=name, reason=reason, detail=detail,
+                       attempts=attempts)
         return None
 
     def _note_failing(self, path: Path, since: float | None) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import os
 import sqlite3
 
 
@@ -86,11 +87,16 @@ class Disposition(enum.Enum):
 # errno names → disposition. An errno not listed is a bug (counted, then dead-lettered).
 ERRNO_DISPOSITION: dict[int, Disposition] = {
     **dict.fromkeys((errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO), Disposition.PAUSE),
-    **dict.fromkeys((errno.EACCES, errno.EPERM, errno.EBUSY, errno.EAGAIN, errno.EMFILE,
+    **dict.fromkeys((errno.EBUSY, errno.EAGAIN, errno.EMFILE,
                      errno.ENFILE, errno.ENOMEM, errno.EFBIG, errno.ETXTBSY, errno.EINTR,
                      errno.ESTALE), Disposition.RETRY),
     errno.ENOENT: Disposition.VANISHED,
 }
+
+# Permission denied is the file's own trouble when it is about the input (a producer left
+# it unreadable: it waits, the others go on), and the host's otherwise (an output or state
+# directory made unwritable: intake pauses).
+ACCESS_ERRNOS = frozenset({errno.EACCES, errno.EPERM})
 
 # SQLite primary result codes (`sqlite3.Error.sqlite_errorcode & 0xff`) → disposition.
 SQLITE_DISPOSITION: dict[int, Disposition] = {
@@ -112,7 +118,7 @@ TEXT_DISPOSITION: tuple[tuple[str, Disposition], ...] = (
     ("database or disk is full", Disposition.PAUSE),
     ("disk i/o error", Disposition.PAUSE),
     ("input/output error", Disposition.PAUSE),
-    ("permission denied", Disposition.RETRY),
+    ("permission denied", Disposition.PAUSE),  # pyarrow: an output it could not write
     ("too many open files", Disposition.RETRY),
     ("database is locked", Disposition.RETRY),
     ("cannot allocate memory", Disposition.RETRY),
@@ -120,8 +126,8 @@ TEXT_DISPOSITION: tuple[tuple[str, Disposition], ...] = (
 )
 
 
-def classify(exc: BaseException) -> Disposition:
-    """The one table from an exception to what it means for the file in hand."""
+def classify(exc: BaseException, subject: os.PathLike[str] | str | None = None) -> Disposition:
+    """The one table from an exception to what it means for the file in hand (`subject`)."""
     if isinstance(exc, MalformedFile):
         return Disposition.QUARANTINE
     if isinstance(exc, RefusedFile):
@@ -138,6 +144,10 @@ def classify(exc: BaseException) -> Disposition:
         code = getattr(exc, "sqlite_errorcode", None)
         if code is not None and (code & 0xFF) in SQLITE_DISPOSITION:
             return SQLITE_DISPOSITION[code & 0xFF]
+    if isinstance(exc, OSError) and exc.errno in ACCESS_ERRNOS:
+        about = {os.fspath(f) for f in (exc.filename, exc.filename2) if f is not None}
+        return Disposition.RETRY if subject is not None and os.fspath(subject) in about \
+            else Disposition.PAUSE
     if isinstance(exc, OSError) and exc.errno in ERRNO_DISPOSITION:
         return ERRNO_DISPOSITION[exc.errno]
     if isinstance(exc, (OSError, sqlite3.Error)):

@@ -231,7 +231,8 @@ def test_stats_totals_come_from_the_ledger_and_live_figures_from_metrics(api: Ap
     api.metrics.file_retry()
     api.seconds.now += 1.5
     s = api.client.get("/stats").get_json()
-    assert s["files"] == {"processed": 1, "quarantined": 0, "dead_lettered": 0, "duplicate": 1}
+    assert s["files"] == {"processed": 1, "quarantined": 0, "dead_lettered": 0, "duplicate": 1,
+                          "refused": 0}
     assert s["records"] == {"processed": 3, "valid": 2, "errors": 1}
     assert s["backlog"] == 4 and s["oldest_waiting_age_seconds"] == 4.0  # 2.5 s then 1.5 s more
     assert s["uptime_seconds"] == 6.5 and s["retries"] == 1 and s["intake_paused"] is False
