@@ -156,9 +156,27 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .replay import replay
+    from .pipeline import display_name
+    from .replay import BadName, ReplayError, replay
 
-    return replay(_config(args), args.source, args.names)
+    config = _config(args)
+    status = EXIT_OK
+    try:
+        for r in replay(config, args.source, args.names):
+            if r.target is None:
+                print(f"logwatchd: {display_name(r.name)}: {r.problem}", file=sys.stderr)
+                status = EXIT_FAILURE
+                continue
+            sys.stdout.buffer.write(orjson.dumps({"file": display_name(r.name), "from": args.source,
+                                                  "to": display_name(str(r.target))}) + b"\n")
+            sys.stdout.flush()
+    except BadName as exc:
+        print(f"logwatchd: replay: {display_name(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except ReplayError as exc:
+        print(f"logwatchd: replay: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return status
 
 
 def cmd_rebuild_ledger(args: argparse.Namespace) -> int:
