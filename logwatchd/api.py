@@ -16,6 +16,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from datetime import date, datetime
@@ -25,8 +26,11 @@ from typing import Any
 import orjson
 from flask import Flask, Response, request
 from prometheus_client.exposition import choose_encoder
-from waitress import create_server, wasyncore
-from waitress.server import BaseWSGIServer
+from waitress import wasyncore
+from waitress.adjustments import Adjustments
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer, TcpWSGIServer
+from waitress.task import ErrorTask, ThreadedTaskDispatcher
 from waitress.trigger import trigger
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
@@ -350,6 +354,112 @@ SERVER_LIMITS: dict[str, Any] = {
 }
 
 
+# A request (head and body) must arrive whole within this many seconds of its first byte.
+# waitress's channel_timeout counts inactivity only: a client trickling a byte every few
+# seconds kept its connection, and 256 of them took every slot (healthz included) forever.
+REQUEST_DEADLINE_SECONDS = 5.0
+# Connection slots kept free for new clients: at the limit, the connections that have been
+# waiting longest (idle keep-alives, requests still arriving) are closed to make room,
+# rather than no longer accepting at all as waitress does.
+SPARE_CONNECTIONS = 16
+_GUARD_INTERVAL_SECONDS = 0.25
+
+
+class JsonErrorTask(ErrorTask):
+    """waitress's own error answers (malformed request, body or headers too large) as
+    SPEC §6's `{"error": "…"}` instead of its plain text."""
+
+    def execute(self) -> None:
+        error = self.request.error
+        # The detail can quote request bytes: never let them break the encoder.
+        detail = str(error.body).encode("utf-8", "replace").decode("utf-8")
+        body = orjson.dumps({"error": f"{error.reason}: {detail}" if detail else error.reason})
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.extend([("Content-Type", "application/json"),
+                                      ("Cache-Control", "no-store"),
+                                      ("X-Content-Type-Options", "nosniff")])
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class GuardedChannel(HTTPChannel):
+    """An HTTP connection that knows since when its current request has been arriving."""
+
+    error_task_class = JsonErrorTask
+    receiving_since: float | None = None   # monotonic time of the current request's first byte
+    evicted = False
+    _timed_request: Any = None
+
+    def received(self, data: bytes) -> bool:
+        result = bool(super().received(data))
+        if self.request is None:
+            self.receiving_since = self._timed_request = None
+        elif self.request is not self._timed_request:  # a new request began in this read
+            self._timed_request = self.request
+            self.receiving_since = time.monotonic()
+        return result
+
+    def waiting_since(self, mono_now: float, wall_now: float) -> float:
+        """Monotonic time since which this connection has been waiting on its client."""
+        if self.receiving_since is not None:
+            return self.receiving_since
+        return mono_now - max(0.0, wall_now - self.last_activity)
+
+    def readable(self) -> bool:
+        return not self.evicted and bool(super().readable())
+
+    def writable(self) -> bool:
+        return not self.evicted and bool(super().writable())
+
+    def evict(self) -> None:
+        # Never registered with poll again (see readable/writable), then closed now: a
+        # client that reads nothing could hold off a close queued behind its full buffer.
+        self.evicted = True
+        self.handle_close()
+
+
+class GuardedServer(TcpWSGIServer):
+    """waitress's TCP server, plus a deadline per request and room kept for new clients.
+
+    Both run on the event-loop thread, from `readable()`, which the loop calls before each
+    poll. The server is registered in the map before any of its connections, so a
+    connection closed here is never registered in that poll round.
+    """
+
+    channel_class = GuardedChannel
+    _next_guard = 0.0
+
+    def readable(self) -> bool:
+        now = time.monotonic()
+        if now >= self._next_guard:
+            self._next_guard = now + _GUARD_INTERVAL_SECONDS
+            self._enforce_deadline(now)
+        self._keep_room(now)
+        return bool(super().readable())
+
+    def _idle_channels(self) -> list[GuardedChannel]:
+        """Connections waiting on their client: no request with a worker, nothing to send."""
+        return [c for c in list(self.active_channels.values())
+                if isinstance(c, GuardedChannel) and not c.evicted and not c.requests
+                and not c.total_outbufs_len]
+
+    def _enforce_deadline(self, now: float) -> None:
+        cutoff = now - REQUEST_DEADLINE_SECONDS
+        for channel in self._idle_channels():
+            if channel.receiving_since is not None and channel.receiving_since < cutoff:
+                channel.evict()
+
+    def _keep_room(self, now: float) -> None:
+        excess = len(self._map) + SPARE_CONNECTIONS - self.adj.connection_limit
+        if excess <= 0:
+            return
+        wall = time.time()
+        waiting = sorted(self._idle_channels(), key=lambda c: c.waiting_since(now, wall))
+        for channel in waiting[:excess]:
+            channel.evict()
+
+
 class ApiServer:
     """waitress serving one WSGI app on a background thread, bound exactly to host:port.
 
@@ -365,15 +475,17 @@ class ApiServer:
         # every few milliseconds: that shows as latency, not as a log line per request.
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         self._map: dict[int, Any] = {}
-        self._server: Any = create_server(app, map=self._map, host=host, port=port,
-                                          threads=threads, **SERVER_LIMITS)
+        # What waitress's create_server does for TCP, with our server and channel classes.
+        self._adj = Adjustments(host=host, port=port, threads=threads, **SERVER_LIMITS)
+        self._dispatcher = ThreadedTaskDispatcher()
+        self._dispatcher.set_thread_count(threads)
+        # A name that resolves to several addresses gets one listening socket each.
+        self._servers = [GuardedServer(app, self._map, dispatcher=self._dispatcher, adj=self._adj,
+                                       sockinfo=sockinfo) for sockinfo in self._adj.listen]
         # Our own wake-up channel into the server's event loop: close() hands it the
         # shutdown so that the loop thread itself closes its sockets (no cross-thread races).
         self._trigger = trigger(self._map)
-        if hasattr(self._server, "effective_port"):
-            self.port: int = int(self._server.effective_port)
-        else:  # a name that resolved to several addresses: one socket each
-            self.port = int(self._server.effective_listen[0][1])
+        self.port: int = int(self._servers[0].effective_port)
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -385,8 +497,12 @@ class ApiServer:
     def start(self) -> None:
         if self._thread is not None or self._closed:
             raise RuntimeError("ApiServer.start() called twice or after close()")
-        self._thread = threading.Thread(target=self._server.run, name="logwatchd-http", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="logwatchd-http", daemon=True)
         self._thread.start()
+
+    def _run(self) -> None:
+        wasyncore.loop(timeout=self._adj.asyncore_loop_timeout, map=self._map,
+                       use_poll=self._adj.asyncore_use_poll)
 
     @property
     def running(self) -> bool:
@@ -403,14 +519,14 @@ class ApiServer:
         self._closed = True
         if self.running:
             self._in_loop(self._close_listeners, timeout)
-            self._server.task_dispatcher.shutdown(timeout=timeout)  # cancels queued requests
+            self._dispatcher.shutdown(timeout=timeout)  # cancels queued requests
             self._trigger.pull_trigger(lambda: wasyncore.close_all(self._map))
             assert self._thread is not None
             self._thread.join(timeout)
         if not self.running:
             # Never started, or the loop has ended: nothing else touches the map now.
             wasyncore.close_all(self._map)
-            self._server.task_dispatcher.shutdown(timeout=timeout)
+            self._dispatcher.shutdown(timeout=timeout)
 
     def _in_loop(self, fn: Callable[[], None], timeout: float) -> None:
         """Runs fn on the event-loop thread and waits for it (the map is that thread's)."""

@@ -76,6 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
                                    "old ledger, if any, is kept beside it with a .broken suffix.")
     _add_config(p)
     p.set_defaults(func=cmd_rebuild_ledger)
+
+    p = sub.add_parser("verify", help="offline check of ledger, dataset and archive against each other",
+                       description="Checks, without writing or locking anything, that every live "
+                                   "output of the ledger is on disk with its size and rows, that no "
+                                   "data file is unlisted, no staging file or journal entry is left, "
+                                   "that the per-day counts and the record counters match the "
+                                   "dataset, and that every archived input is known to the ledger. "
+                                   "Exit 0 when all agree, 1 with one problem per line.")
+    _add_config(p)
+    p.add_argument("--json", action="store_true",
+                   help='print one JSON object: {"ok": ..., "problems": [{"kind", "detail", "path"}]}')
+    p.set_defaults(func=cmd_verify)
     return parser
 
 
@@ -162,12 +174,43 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .replay import replay
+    from .pipeline import display_name
+    from .replay import BadName, ReplayError, replay
 
-    return replay(_config(args), args.source, args.names)
+    config = _config(args)
+    status = EXIT_OK
+    try:
+        for r in replay(config, args.source, args.names):
+            if r.target is None:
+                print(f"logwatchd: {display_name(r.name)}: {r.problem}", file=sys.stderr)
+                status = EXIT_FAILURE
+                continue
+            sys.stdout.buffer.write(orjson.dumps({"file": display_name(r.name), "from": args.source,
+                                                  "to": display_name(str(r.target))}) + b"\n")
+            sys.stdout.flush()
+    except BadName as exc:
+        print(f"logwatchd: replay: {display_name(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except ReplayError as exc:
+        print(f"logwatchd: replay: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return status
 
 
 def cmd_rebuild_ledger(args: argparse.Namespace) -> int:
     from .rebuild import rebuild_ledger
 
     return rebuild_ledger(_config(args))
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .verify import verify
+
+    problems = verify(_config(args))
+    if args.json:
+        body = {"ok": not problems, "problems": [p.as_dict() for p in problems]}
+        sys.stdout.buffer.write(orjson.dumps(body) + b"\n")
+    else:
+        for p in problems:
+            sys.stdout.write(p.line().replace("\n", "\\n") + "\n")
+    return EXIT_FAILURE if problems else EXIT_OK

@@ -26,6 +26,11 @@ from .ledger import Ledger, utc_iso
 from .runtime import acquire_lock
 from .writers import META_INPUT_SHA, META_SOURCE_FILE
 
+# Reasons of entries the inbox refused (reader.check_regular): quarantined as they are,
+# never read, never recorded in the ledger. Their content must not come back as processed,
+# or the same content dropped later as a normal file would be taken for a duplicate.
+REFUSED_REASONS = frozenset({"hard_link", "symlink", "special_file"})
+
 
 def rebuild_ledger(config: Config) -> int:
     p = config.paths
@@ -104,6 +109,8 @@ def _fill(config: Config, ledger: Ledger) -> dict[str, int]:
                 continue
             sidecar = f.with_name(f.name + ".reason.json")
             reason = orjson.loads(sidecar.read_bytes()).get("reason") if sidecar.exists() else None
+            if reason in REFUSED_REASONS or (reason is None and f.stat().st_nlink > 1):
+                continue  # a refused entry: moved aside unread, its content never processed
             quarantined[_content_sha(f)] = (f.name, f.stat().st_size, reason)
     # Rows of compacted files cannot be told apart per input: per-input `valid` is known
     # only for files not yet compacted; the totals below are exact either way.

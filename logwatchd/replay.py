@@ -1,53 +1,126 @@
-"""`logwatchd replay`: moves quarantined or dead-lettered files back into the inbox for another try."""
+"""`logwatchd replay`: moves quarantined or dead-lettered files back into the inbox for another try.
+
+Names are data, never paths: a name with `/` or NUL, empty, `.` or `..` is refused before
+anything moves. A file lands in the inbox under its own name, or, when that is taken, under
+a free name tagged before its first dot (`a.<tag>.jsonl`); nothing in the inbox is ever
+overwritten (rename with RENAME_NOREPLACE, else link + unlink).
+
+Locking: replay is meant to run while the daemon runs (the daemon simply picks the files
+up), so it does not take the daemon's state lock. It takes its own short lock,
+`state/replay.lock`, so two replays never move the same file at once; its one ledger write
+(`forget`) is an ordinary SQLite transaction, safe beside the daemon's.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import os
-import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-
-import orjson
+from typing import IO
 
 from .config import Config
-from .durable import free_name, move, sha256_file, sync_dirs
+from .durable import ensure_dir, free_name, keep, sha256_file, sync_dirs
 from .ledger import Ledger
-from .pipeline import display_name
 from .runtime import data_dirs
 
 REASON_SUFFIX = ".reason.json"
+LOCK_NAME = "replay.lock"
 
 
-def replay(config: Config, source: str, names: list[str]) -> int:
-    """Moves the named (or all) files back; forgets a quarantined content so it is not a duplicate."""
+class ReplayError(Exception):
+    """Replay cannot start: the message says why."""
+
+
+class BadName(ReplayError):
+    """A name that is a path (or no name at all): a usage error, nothing was moved."""
+
+
+class ReplayBusy(ReplayError):
+    """Another replay holds the replay lock."""
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """One named (or listed) entry: where it went, or why it could not go."""
+
+    name: str
+    target: Path | None = None
+    problem: str | None = None
+
+
+def check_name(name: str) -> None:
+    """Raises BadName unless `name` is a plain entry name of one directory."""
+    if not name:
+        raise BadName("an empty name is not a file name")
+    if "\0" in name:
+        raise BadName(f"{name!r}: names must not contain NUL")
+    if "/" in name:
+        raise BadName(f"{name!r}: names are file names in the folder, not paths; no '/'")
+    if name in (".", ".."):
+        raise BadName(f"{name!r}: not a file name")
+
+
+def is_sidecar(directory: Path, name: str) -> bool:
+    """A `.reason.json` file is a sidecar only when the file it explains is beside it."""
+    return name.endswith(REASON_SUFFIX) and os.path.lexists(directory / name[:-len(REASON_SUFFIX)])
+
+
+def replayable(directory: Path) -> list[str]:
+    """Every entry of the folder that is a file to replay (not hidden, not a sidecar)."""
+    names = sorted(os.listdir(directory))
+    return [n for n in names if not n.startswith(".") and not is_sidecar(directory, n)]
+
+
+def replay(config: Config, source: str, names: list[str]) -> Iterator[Replayed]:
+    """Moves the named (or all) files of `source` back into the inbox, one result each.
+
+    Raises BadName (before anything moves), ReplayBusy, or ReplayError for a missing folder.
+    A quarantined content is forgotten by the ledger first, so it is not a duplicate.
+    """
+    for name in names:
+        check_name(name)
     directory = config.paths.quarantine if source == "quarantine" else config.paths.dead_letter
     if not directory.is_dir():
-        print(f"logwatchd: {directory} does not exist", file=sys.stderr)
-        return 1
-    if names:
-        entries = [directory / n for n in names]
-    else:
-        entries = sorted(p for p in directory.iterdir()
-                         if not p.name.endswith(REASON_SUFFIX) and not p.name.startswith("."))
-    ledger = Ledger.open(config.paths.ledger, data_dirs(config), root=config.paths.root)
-    status = 0
+        raise ReplayError(f"{directory} does not exist")
+    lock = _acquire_replay_lock(config)
     try:
-        for entry in entries:
-            if not os.path.lexists(entry) or entry.name.endswith(REASON_SUFFIX):
-                print(f"logwatchd: no such file in {source}: {entry.name}", file=sys.stderr)
-                status = 1
-                continue
-            sha = sha256_file(entry)
-            if sha is not None:
-                ledger.forget(sha)  # first: a crash after this leaves the file where it was
-            target = free_name(config.paths.inbox, entry.name, sha)
-            synced: set[Path] = set()
-            move(entry, target, synced)
-            sidecar = entry.with_name(entry.name + REASON_SUFFIX)
-            if sidecar.exists():
-                move(sidecar, None, synced)
-            sync_dirs(synced)
-            sys.stdout.buffer.write(orjson.dumps({"file": display_name(entry.name), "from": source,
-                                                  "to": str(target)}) + b"\n")
+        ensure_dir(config.paths.inbox)
+        ledger = Ledger.open(config.paths.ledger, data_dirs(config), root=config.paths.root)
+        try:
+            for name in names or replayable(directory):
+                yield _replay_one(config, ledger, directory, source, name)
+        finally:
+            ledger.close()
     finally:
-        ledger.close()
-    return status
+        lock.close()
+
+
+def _replay_one(config: Config, ledger: Ledger, directory: Path, source: str, name: str) -> Replayed:
+    entry = directory / name
+    if not os.path.lexists(entry) or is_sidecar(directory, name):
+        return Replayed(name, problem=f"no such file in {source}")
+    sha = sha256_file(entry)
+    if sha is not None:
+        ledger.forget(sha)  # first: a crash after this leaves the file where it was
+    synced: set[Path] = {directory, config.paths.inbox}
+    # Never over a producer's file: a taken name (now or meanwhile) gets a tag.
+    target = keep(entry, free_name(config.paths.inbox, name, sha), synced, sha)
+    sidecar = directory / (name + REASON_SUFFIX)
+    if os.path.lexists(sidecar):
+        os.unlink(sidecar)
+    sync_dirs(synced)
+    return Replayed(name, target=target)
+
+
+def _acquire_replay_lock(config: Config) -> IO[bytes]:
+    path = config.paths.state / LOCK_NAME
+    ensure_dir(path.parent)
+    lock = open(path, "ab")  # noqa: SIM115 - held (and the lock with it) until close()
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise ReplayBusy(f"another replay holds {path}; try again when it is done") from None
+    return lock

@@ -510,6 +510,40 @@ def test_real_socket_refuses_large_bodies_and_headers(served: tuple[Api, ApiServ
     assert get_json(server, "/logins_today")[0] == 200  # and the server is still fine
 
 
+def _raw_answer(server: ApiServer, head: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Sends raw request bytes; returns the status, headers and body of the answer."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):  # waitress closes the connection after an error
+                answer += chunk
+        except ConnectionResetError:  # closed with request bytes unread: after the answer
+            pass
+    top, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = top.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split(" ")[1]), headers, body
+
+
+@pytest.mark.parametrize(("head", "status"), [
+    (b"GARBAGE\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nbad header line\r\n\r\n", 400),
+    (b"POST /logins_today HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n", 413),
+    (b"GET /logins_today HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 65536 + b"\r\n\r\n", 431),
+    (b"POST /logins_today HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+], ids=["bad-request-line", "bad-header", "body-too-large", "headers-too-large", "transfer-encoding"])
+def test_real_socket_errors_of_waitress_itself_are_json(served: tuple[Api, ApiServer], head: bytes,
+                                                         status: int) -> None:
+    """Requests waitress refuses before the app sees them get SPEC §6's JSON error, right status."""
+    _api, server = served
+    got, headers, body = _raw_answer(server, head)
+    assert got == status
+    assert headers["content-type"] == "application/json"
+    assert isinstance(json.loads(body)["error"], str) and json.loads(body)["error"]
+    assert get_json(server, "/logins_today")[0] == 200  # and the server is still fine
+
+
 def test_real_socket_metrics_docs_and_health(served: tuple[Api, ApiServer]) -> None:
     """The non-JSON routes and /healthz work over HTTP too."""
     _api, server = served

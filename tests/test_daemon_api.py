@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
@@ -52,5 +55,58 @@ def test_counts_move_exactly_when_a_file_is_committed(env: Env) -> None:
         assert get(base + "/nope")[0] == 404
         status, metrics = get(base + "/metrics")
         assert status == 200 and "logwatchd_" in metrics
+    finally:
+        assert d.stop() == 0
+
+
+def test_slow_clients_cannot_make_healthz_unanswerable(env: Env) -> None:
+    """300 connections trickling a request head byte by byte leave /healthz answering 200 within seconds."""
+    daemon_config(env, api=True)
+    d = DaemonProc(env)
+    base = "http://" + env.config.read_text().split('listen = "')[1].split('"')[0]
+    host, port = base[len("http://"):].rsplit(":", 1)
+    addr = (host, int(port))
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 4096
+    stop = threading.Event()
+    opened = [0]
+
+    def connect() -> tuple[socket.socket, int]:
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.connect_ex(addr)
+        opened[0] += 1
+        return sock, 0
+
+    def trickle() -> None:
+        # One byte per connection per second; a connection the server closes is opened again,
+        # so 300 slow clients are there for as long as the test runs.
+        conns = [connect() for _ in range(300)]
+        while not stop.wait(1.0):
+            for i, (sock, sent) in enumerate(conns):
+                try:
+                    conns[i] = (sock, sent + sock.send(head[sent:sent + 1]))
+                except OSError:
+                    sock.close()
+                    conns[i] = connect()
+        for sock, _ in conns:
+            sock.close()
+
+    try:
+        d.wait_ready()
+        d.wait_for(lambda: get(base + "/healthz")[0] == 200, 30, "healthz 200")
+        slow = threading.Thread(target=trickle)
+        slow.start()
+        try:
+            time.sleep(3)  # every slow connection is open and has sent a few bytes
+            for _ in range(4):  # past the request deadline, while evicted clients come back
+                t0 = time.monotonic()
+                conn = urllib.request.urlopen(base + "/healthz", timeout=4)
+                assert conn.status == 200 and json.loads(conn.read())["status"] == "ok"
+                assert time.monotonic() - t0 < 4
+                time.sleep(2)
+        finally:
+            stop.set()
+            slow.join(30)
+        assert opened[0] >= 300
     finally:
         assert d.stop() == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 
 from conftest import Env, jsonl, write
@@ -75,3 +76,26 @@ def test_rebuild_after_compaction(env: Env) -> None:
         assert after_counters[key] == before_counters[key], key
     [s] = env.process(env.base / "f2.jsonl")
     assert s["status"] == "duplicate"
+
+
+def test_refused_links_are_not_processed_content_after_a_rebuild(env: Env) -> None:
+    """Refused links in quarantine are not processed content to rebuild-ledger: the same content dropped later is ok."""
+    env.inbox.mkdir(parents=True)
+    outside = write(env.base / "outside.jsonl", jsonl(REC | {"user_id": "linked"}))
+    os.link(outside, env.inbox / "hard.jsonl")
+    other = write(env.base / "other.jsonl", jsonl(REC | {"user_id": "symlinked"}))
+    os.symlink(other, env.inbox / "sym.jsonl")
+    summaries = env.process(env.inbox / "hard.jsonl", env.inbox / "sym.jsonl", check=False)
+    assert [s["status"] for s in summaries] == ["quarantined", "quarantined"]
+    q = env.path("quarantine")
+    assert json.loads((q / "hard.jsonl.reason.json").read_text())["reason"] == "hard_link"
+    env.process(write(env.base / "first.jsonl", jsonl(REC)))
+    for f in env.path("state").glob("ledger.sqlite3*"):
+        f.unlink()
+    out = json.loads(env.cli("rebuild-ledger").stdout)
+    assert out["inputs"] == 1 and out["quarantined"] == 0
+    _, counters = ledger_state(env)
+    assert counters["files_quarantined"] == 0
+    for name, source in (("again-hard.jsonl", outside), ("again-sym.jsonl", other)):
+        [s] = env.process(write(env.base / name, source.read_bytes()))
+        assert (s["status"], s["valid"]) == ("ok", 1), name
