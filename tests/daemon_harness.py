@@ -22,8 +22,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def daemon_config(env: Env, api: bool = False, **sections: dict[str, Any]) -> None:
+def daemon_config(env: Env, api: bool = False, api_settings: dict[str, Any] | None = None,
+                  **sections: dict[str, Any]) -> None:
     """A config for fast tests: short settle and rescan, API off unless asked for."""
+    sections.setdefault("api", api_settings or {})
     ingest = {"settle_seconds": 0.3, "rescan_seconds": 2.0} | sections.pop("ingest", {})
     api_table = {"enabled": api} | ({"listen": f"127.0.0.1:{free_port()}"} if api else {})
     api_table |= sections.pop("api", {})
@@ -34,7 +36,8 @@ def daemon_config(env: Env, api: bool = False, **sections: dict[str, Any]) -> No
 class DaemonProc:
     """`logwatchd run` in a subprocess; its stdout (JSON lines) goes to a file we can read."""
 
-    def __init__(self, env: Env, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, env: Env, extra_env: dict[str, str] | None = None,
+                 prefix: tuple[str, ...] = ()) -> None:
         self.env = env
         self.log_path = env.base / f"daemon-{time.monotonic_ns()}.log"
         self.err_path = self.log_path.with_suffix(".err")
@@ -42,7 +45,7 @@ class DaemonProc:
         self._err = open(self.err_path, "wb")  # noqa: SIM115 - and its stderr
         environ = dict(os.environ) | {"PYTHONUNBUFFERED": "1"} | (extra_env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "logwatchd", "run", "-c", str(env.config)],
+            [*prefix, sys.executable, "-m", "logwatchd", "run", "-c", str(env.config)],
             stdout=self._out, stderr=self._err, cwd=env.base, env=environ, start_new_session=True)
 
     def events(self) -> list[dict[str, Any]]:
