@@ -56,8 +56,10 @@ SCHEMAS: dict[str, Any] = {
         "files": _obj({
             "processed": {**_COUNT, "description": "Inputs processed ok: rows and error lines written."},
             "quarantined": {**_COUNT, "description": "Inputs that were not log data."},
-            "dead_lettered": {**_COUNT, "description": "Inputs that failed ingest.max_attempts times."},
+            "dead_lettered": {**_COUNT, "description": "Inputs that failed ingest.max_attempts times "
+                                                       "or for ingest.max_retry_seconds."},
             "duplicate": {**_COUNT, "description": "Inputs whose content had been processed before."},
+            "refused": {**_COUNT, "description": "Symlinks, hard links and special files set aside unread."},
         }, description="Totals since the ledger was created."),
         "records": _obj({
             "processed": _COUNT,
@@ -66,7 +68,9 @@ SCHEMAS: dict[str, Any] = {
         }, description="Totals since the ledger was created; processed = valid + errors."),
         "backlog": {**_COUNT, "description": "Files waiting in the inbox."},
         "oldest_waiting_age_seconds": {**_SECONDS, "description": "How long the oldest waiting file has waited; 0 when none waits."},
-        "intake_paused": {"type": "boolean", "description": "Intake paused (disk low, permission denied)."},
+        "intake_paused": {"type": "boolean", "description": "Intake paused: the host cannot take files (disk full, an unwritable output directory)."},
+        "failing_files": {**_COUNT, "description": "Files that failed and wait, each with its own backoff."},
+        "oldest_failing_age_seconds": {**_SECONDS, "description": "Time since the first failure of the longest-failing file; 0 when none fails."},
         "last_success_at": {**_INSTANT, "nullable": True,
                             "description": "When the last file was processed ok (or found duplicate); null if never."},
         "started_at": {**_INSTANT, "description": "When this daemon process started."},
@@ -86,6 +90,7 @@ SCHEMAS: dict[str, Any] = {
             "ledger": {"$ref": "#/components/schemas/Check"},
             "disk": {"$ref": "#/components/schemas/Check"},
             "backlog": {"$ref": "#/components/schemas/Check"},
+            "intake": {"$ref": "#/components/schemas/Check"},
         }),
     }),
     "Check": {
@@ -96,6 +101,8 @@ SCHEMAS: dict[str, Any] = {
             "free_bytes": _COUNT, "min_free_bytes": _COUNT,
             "oldest_waiting_age_seconds": _SECONDS, "max_oldest_file_seconds": _SECONDS,
             "backlog": _COUNT,
+            "paused": {"type": "boolean"}, "failing_files": _COUNT,
+            "oldest_failing_age_seconds": _SECONDS,
         },
         "additionalProperties": False,
     },
