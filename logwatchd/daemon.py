@@ -311,13 +311,15 @@ class Daemon:
                         "metrics": IntervalTrigger(seconds=new.metrics.interval_seconds, timezone=zone)}
             for trigger in triggers.values():  # an interval too large to schedule fails here
                 trigger.get_next_fire_time(None, datetime.now(trigger.timezone))
-            for job_id, trigger in triggers.items() if sched is not None else ():
-                old = sched.get_job(job_id).trigger
-                sched.reschedule_job(job_id, trigger=trigger)
-                changed[job_id] = old
+            for job_id, trigger in triggers.items():
+                if sched is not None:
+                    old = sched.get_job(job_id).trigger
+                    sched.reschedule_job(job_id, trigger=trigger)
+                    changed[job_id] = old
         except Exception as exc:  # noqa: BLE001 - whatever failed, the old settings stay
             for job_id, old in changed.items():
-                sched.reschedule_job(job_id, trigger=old)  # type: ignore[union-attr]
+                if sched is not None:
+                    sched.reschedule_job(job_id, trigger=old)
             self.log.error("config_reload_failed", error=str(exc) or repr(exc))
             return
         with self._window_lock:

@@ -143,7 +143,7 @@ class Ledger:
             path.parent.mkdir(parents=True, exist_ok=True)
         if not exists:
             _create(path)
-        conn = None
+        conn: sqlite3.Connection | None = None
         try:
             conn = _connect(path)  # a file that is not SQLite fails here, at `journal_mode`
             _verify(conn, path)
@@ -153,7 +153,8 @@ class Ledger:
             raise LedgerError(f"the ledger {path} is corrupt ({exc}); refusing to start. "
                               "Restore it from a backup or run `logwatchd rebuild-ledger`.") from None
         except LedgerError:
-            conn.close()  # type: ignore[union-attr] - _verify raised it, so conn is open
+            if conn is not None:
+                conn.close()
             raise
         return cls(path, conn)
 
