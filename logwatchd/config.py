@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import json
+import math
 import os
 import tomllib
 import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,24 +26,35 @@ DEFAULT_CONFIG_PATH = Path("/etc/logwatchd/config.toml")
 DEFAULT_PATTERNS = ("*.json", "*.jsonl", "*.ndjson", "*.json.gz", "*.jsonl.gz", "*.ndjson.gz")
 
 
-def _positive(v: float) -> str | None:
-    return None if v > 0 else "must be greater than 0"
-
-
-def _non_negative(v: float) -> str | None:
-    return None if v >= 0 else "must be 0 or greater"
-
-
-def _ratio(v: float) -> str | None:
-    return None if 0 <= v <= 1 else "must be between 0 and 1"
+# Zone names that exist as files under the zone directory but are not usable zones: a
+# placeholder ("Factory", offset 0 and abbreviation "-00"), the host's own zone
+# ("localtime": another machine, another meaning), and POSIX TZ rules ("posixrules").
+_NOT_ZONES = frozenset({"Factory", "localtime", "posixrules"})
+# Instants a zone must convert (1970, 2000, 2038 + 1 s, 2100): its rules are readable.
+_PROBE_INSTANTS = (0, 946684800, 2147483648, 4102444800)
 
 
 def _timezone(v: str) -> str | None:
+    if v.startswith(("posix/", "right/")):
+        # right/ zones count leap seconds (pyarrow and SQL engines do not); posix/ are
+        # aliases of the canonical names, unknown to pyarrow's zone database.
+        return f"{v!r} is not a canonical IANA zone name; use {v.split('/', 1)[1]!r}"
+    if v in _NOT_ZONES or v not in _available_zones():
+        return f"unknown IANA time zone {v!r} (e.g. \"UTC\", \"Europe/Berlin\")"
     try:
-        zoneinfo.ZoneInfo(v)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return f"unknown IANA time zone {v!r}"
+        zone = zoneinfo.ZoneInfo(v)
+        for t in _PROBE_INSTANTS:
+            local = datetime.fromtimestamp(t, zone)
+            if local.utcoffset() is None or local.timestamp() != t:
+                return f"time zone {v!r} does not convert instants"
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError, OverflowError) as exc:
+        return f"unusable time zone {v!r} ({exc})"
     return None
+
+
+@functools.cache
+def _available_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
 
 
 def _level(v: str) -> str | None:
@@ -63,8 +77,22 @@ def _patterns(v: tuple[str, ...]) -> str | None:
     return None if v and all(v) else "must be a non-empty list of non-empty glob patterns"
 
 
-def _key(check: Callable[[Any], str | None] | None = None, doc: str = "") -> dict[str, Any]:
-    return {"check": check, "doc": doc}
+def _key(check: Callable[[Any], str | None] | None = None, doc: str = "",
+         lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
+    """A key's metadata: its check, its doc, and for a number its inclusive range [lo, hi]."""
+    return {"check": check, "doc": doc, "range": None if lo is None else (lo, hi)}
+
+
+def _num(lo: float, hi: float, doc: str, check: Callable[[Any], str | None] | None = None) -> dict[str, Any]:
+    return _key(check, doc, lo, hi)
+
+
+# Ranges of the numeric keys: every number has both bounds, so that a typo (an interval of
+# 1e12 s, a negative size) is a config error (exit 2), never a crash later in the scheduler
+# or an allocation. Durations are capped at a week (MAX_RETRY at 30 days), sizes at what a
+# single host handles.
+KIB, MIB, GIB, TIB, PIB = 1 << 10, 1 << 20, 1 << 30, 1 << 40, 1 << 50
+DAY, WEEK = 86400.0, 604800.0
 
 
 @dataclass(frozen=True)
@@ -90,15 +118,15 @@ class PathsConfig:
 @dataclass(frozen=True)
 class IngestConfig:
     patterns: tuple[str, ...] = field(default=DEFAULT_PATTERNS, metadata=_key(_patterns, "file names taken from the inbox"))
-    settle_seconds: float = field(default=1.0, metadata=_key(_non_negative, "a file seen without a close/rename event must be unchanged this long"))
-    rescan_seconds: float = field(default=30.0, metadata=_key(_positive, "safety-net scan of the inbox (missed events, overflow)"))
-    max_attempts: int = field(default=5, metadata=_key(_positive, "unexpected failures before a file goes to dead-letter"))
+    settle_seconds: float = field(default=1.0, metadata=_num(0.0, 3600.0, "a file seen without a close/rename event must be unchanged this long"))
+    rescan_seconds: float = field(default=30.0, metadata=_num(0.1, DAY, "safety-net scan of the inbox (missed events, overflow)"))
+    max_attempts: int = field(default=5, metadata=_num(1, 1000, "unexpected failures before a file goes to dead-letter"))
     dedupe: bool = field(default=True, metadata=_key(doc="a file whose content was already processed is not processed again"))
-    max_line_bytes: int = field(default=1048576, metadata=_key(_positive, "a longer line (or array element) is an error line: line_too_long"))
-    workers: int = field(default=0, metadata=_key(_non_negative, "processes that parse a large file in parallel; 0 = one per CPU core"))
-    chunk_bytes: int = field(default=8388608, metadata=_key(_positive, "a large file is processed in chunks of about this many bytes (memory is bounded by it)"))
-    max_retry_seconds: float = field(default=3600.0, metadata=_key(_positive, "a file still failing this long after its first failure (a transient error too) goes to dead-letter"))
-    max_decompressed_bytes: int = field(default=17179869184, metadata=_key(_positive, "a compressed input that expands beyond this many bytes is quarantined (decompressed_too_large)"))
+    max_line_bytes: int = field(default=1048576, metadata=_num(64, GIB, "a longer line (or array element) is an error line: line_too_long"))
+    workers: int = field(default=0, metadata=_num(0, 256, "processes that parse a large file in parallel; 0 = one per CPU core"))
+    chunk_bytes: int = field(default=8388608, metadata=_num(4 * KIB, GIB, "a large file is processed in chunks of about this many bytes (memory is bounded by it)"))
+    max_retry_seconds: float = field(default=3600.0, metadata=_num(1.0, 30 * DAY, "a file still failing this long after its first failure (a transient error too) goes to dead-letter"))
+    max_decompressed_bytes: int = field(default=17179869184, metadata=_num(KIB, TIB, "a compressed input that expands beyond this many bytes is quarantined (decompressed_too_large)"))
 
     def matches(self, name: str) -> bool:
         """True when `name` matches a pattern and is not a temporary name."""
@@ -118,17 +146,17 @@ class TransformConfig:
 
 @dataclass(frozen=True)
 class CompactionConfig:
-    interval_seconds: float = field(default=900.0, metadata=_key(_positive, "how often the daemon runs a compaction pass"))
-    target_file_bytes: int = field(default=134217728, metadata=_key(_positive, "merged files grow up to about this size"))
-    min_files: int = field(default=4, metadata=_key(_positive, "a partition with fewer small files is left alone"))
+    interval_seconds: float = field(default=900.0, metadata=_num(1.0, WEEK, "how often the daemon runs a compaction pass"))
+    target_file_bytes: int = field(default=134217728, metadata=_num(4 * KIB, 8 * GIB, "merged files grow up to about this size"))
+    min_files: int = field(default=4, metadata=_num(2, 100000, "a partition with fewer small files is left alone"))
 
 
 @dataclass(frozen=True)
 class ApiConfig:
     enabled: bool = field(default=True, metadata=_key(doc="serve the HTTP endpoint inside the daemon"))
     listen: str = field(default="127.0.0.1:8000", metadata=_key(_listen, "HOST:PORT; keep it on loopback"))
-    max_oldest_file_seconds: float = field(default=600.0, metadata=_key(_positive, "/healthz fails while a file has waited in the inbox longer than this"))
-    min_free_bytes: int = field(default=104857600, metadata=_key(_non_negative, "/healthz fails while paths.root has less free space than this; 0 turns the check off"))
+    max_oldest_file_seconds: float = field(default=600.0, metadata=_num(1.0, WEEK, "/healthz fails while a file has waited in the inbox longer than this"))
+    min_free_bytes: int = field(default=104857600, metadata=_num(0, PIB, "/healthz fails while paths.root has less free space than this; 0 turns the check off"))
 
     @property
     def host(self) -> str:
@@ -141,9 +169,9 @@ class ApiConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    interval_seconds: float = field(default=60.0, metadata=_key(_positive, "how often the `metrics` summary event is logged"))
-    alert_error_ratio: float = field(default=0.2, metadata=_key(_ratio, "errors / processed over the window above which `alert` is logged"))
-    alert_window_seconds: float = field(default=300.0, metadata=_key(_positive, "the window of the error ratio"))
+    interval_seconds: float = field(default=60.0, metadata=_num(0.1, DAY, "how often the `metrics` summary event is logged"))
+    alert_error_ratio: float = field(default=0.2, metadata=_num(0.0, 1.0, "errors / processed over the window above which `alert` is logged"))
+    alert_window_seconds: float = field(default=300.0, metadata=_num(1.0, WEEK, "the window of the error ratio"))
 
 
 @dataclass(frozen=True)
@@ -187,7 +215,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
             raw = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     return parse_config(raw, base_dir=path.resolve().parent, source=path)
 
@@ -204,7 +232,9 @@ def parse_config(raw: dict[str, Any], base_dir: Path, source: Path | None = None
             raise ConfigError(f"{name}: must be a table")
         sections[name] = _build_section(name, cls, table)
     config = Config(**sections, source=source)
-    return dataclasses.replace(config, paths=_resolve_paths(config.paths, base_dir))
+    paths = _resolve_paths(config.paths, base_dir)
+    _refuse_overlaps(paths)
+    return dataclasses.replace(config, paths=paths)
 
 
 def _build_section(section: str, cls: type, table: dict[str, Any]) -> Any:
@@ -239,7 +269,6 @@ def _coerce(name: str, f: dataclasses.Field[Any], value: Any) -> Any:
     elif kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name}: must be a number, got {_tname(value)}")
-        value = float(value)
     elif kind is str:
         if not isinstance(value, str):
             raise ConfigError(f"{name}: must be a string, got {_tname(value)}")
@@ -247,11 +276,28 @@ def _coerce(name: str, f: dataclasses.Field[Any], value: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{name}: must be a list of strings")
         value = tuple(value)
+    if kind in (int, float):
+        value = _in_range(name, f.metadata["range"], value, kind)
     check = f.metadata.get("check")
     problem = check(value) if check else None
     if problem:
         raise ConfigError(f"{name}: {problem} (got {value!r})")
     return value
+
+
+def _in_range(name: str, bounds: tuple[float, float], value: float, kind: type) -> Any:
+    """The value, within its key's inclusive range; NaN, infinities and overflow refused."""
+    lo, hi = bounds
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name}: must be a finite number, got {value!r}")
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}: must be between {_num_text(lo)} and {_num_text(hi)} "
+                          f"(got {value!r:.40})")
+    return float(value) if kind is float else value
+
+
+def _num_text(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else str(v)
 
 
 def _tname(value: Any) -> str:
@@ -268,6 +314,31 @@ def _resolve_paths(paths: PathsConfig, base_dir: Path) -> PathsConfig:
         p = getattr(paths, f.name)
         resolved[f.name] = None if p is None else (p if p.is_absolute() else root / p)
     return PathsConfig(**resolved)  # type: ignore[arg-type]
+
+
+def _refuse_overlaps(paths: PathsConfig) -> None:
+    """Raises ConfigError naming both keys when two directories are the same or nest.
+
+    Each directory is scanned or moved into on its own terms: an inbox inside quarantine
+    would take its own rejects again, errors inside clean would put .jsonl in the dataset.
+    Compared as real absolute paths (symlinks resolved), so another spelling does not hide it.
+    """
+    real = [(f"paths.{f.name}", os.path.realpath(getattr(paths, f.name)))
+            for f in dataclasses.fields(PathsConfig)
+            if f.name != "root" and getattr(paths, f.name) is not None]
+    for i, (key_a, a) in enumerate(real):
+        for key_b, b in real[i + 1:]:
+            if a == b:
+                raise ConfigError(f"{key_a} and {key_b} are the same directory ({a}); "
+                                  "each needs its own")
+            for inner, outer, child, parent in ((key_a, key_b, a, b), (key_b, key_a, b, a)):
+                if _inside(child, parent):
+                    raise ConfigError(f"{inner} ({child}) is inside {outer} ({parent}); "
+                                      "these directories must not nest")
+
+
+def _inside(child: str, parent: str) -> bool:
+    return os.path.commonpath([child, parent]) == parent
 
 
 def to_toml(config: Config) -> str:

@@ -378,21 +378,39 @@ class Daemon:
 
     # --- reload -----------------------------------------------------------------------------
     def reload(self) -> None:
-        """SIGHUP: re-reads logging, metrics and compaction settings; the rest needs a restart."""
-        source = self.config.source
+        """SIGHUP: re-reads logging, metrics and compaction settings; the rest needs a restart.
+
+        All or nothing: the new config is validated and its schedules built before anything
+        changes; if any step fails, for any reason, `config_reload_failed` is logged and the
+        running settings stay (a job already rescheduled gets its old trigger back).
+        """
+        from datetime import datetime
+
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        sched = self.scheduler
+        changed: dict[str, Any] = {}  # job id → its trigger before this reload
         try:
-            new = load_config(source)
-        except ConfigError as exc:
-            self.log.error("config_reload_failed", error=str(exc))
+            new = load_config(self.config.source)
+            zone = sched.timezone if sched is not None else None
+            triggers = {"compaction": IntervalTrigger(seconds=new.compaction.interval_seconds, timezone=zone),
+                        "metrics": IntervalTrigger(seconds=new.metrics.interval_seconds, timezone=zone)}
+            for trigger in triggers.values():  # an interval too large to schedule fails here
+                trigger.get_next_fire_time(None, datetime.now(trigger.timezone))
+            for job_id, trigger in triggers.items():
+                if sched is not None:
+                    old = sched.get_job(job_id).trigger
+                    sched.reschedule_job(job_id, trigger=trigger)
+                    changed[job_id] = old
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the old settings stay
+            for job_id, old in changed.items():
+                if sched is not None:
+                    sched.reschedule_job(job_id, trigger=old)
+            self.log.error("config_reload_failed", error=str(exc) or repr(exc))
             return
         with self._window_lock:
             self.window.window = new.metrics.alert_window_seconds
             self.window.threshold = new.metrics.alert_error_ratio
-        if self.scheduler is not None:
-            self.scheduler.reschedule_job("compaction", trigger="interval",
-                                          seconds=new.compaction.interval_seconds)
-            self.scheduler.reschedule_job("metrics", trigger="interval",
-                                          seconds=new.metrics.interval_seconds)
         ignored = [name for name in ("paths", "ingest", "transform", "api")
                    if getattr(new, name) != getattr(self.config, name)]
         self.config = dataclasses.replace(self.config, logging=new.logging, metrics=new.metrics,
@@ -487,18 +505,24 @@ def run_daemon(config: Config) -> int:
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
+
+    def startup_failed(message: str, exc: Exception, code: int, trace: str | None = None) -> int:
+        extra = {"traceback": trace} if trace else {}
+        daemon.log.error("startup_failed", error=str(exc) or repr(exc), **extra)
+        print(f"logwatchd: {message}", file=sys.stderr)
+        daemon.shutdown()
+        return code
+
     try:
         daemon.start()
+    except ConfigError as exc:  # found at start-up (e.g. not the data's time zone): exit 2, never READY
+        return startup_failed(f"config error: {exc}", exc, 2)
     except LedgerError as exc:
-        daemon.log.error("startup_failed", error=str(exc))
-        print(f"logwatchd: {exc}", file=sys.stderr)
-        daemon.shutdown()
-        return 1
+        return startup_failed(str(exc), exc, 1)
     except OSError as exc:
-        daemon.log.error("startup_failed", error=str(exc))
-        print(f"logwatchd: cannot start: {exc}", file=sys.stderr)
-        daemon.shutdown()
-        return 1
+        return startup_failed(f"cannot start: {exc}", exc, 1)
+    except Exception as exc:  # noqa: BLE001 - a bug at start-up: say so, the traceback in the log
+        return startup_failed(f"cannot start: {exc!r}", exc, 1, traceback.format_exc())
     try:
         daemon.serve()
     finally:

@@ -165,6 +165,10 @@ class Ledger:
         ledger beside existing outputs: recreating it silently would process everything again.
         """
         exists = path.exists()
+        if exists and not path.is_file():
+            raise LedgerError(f"the ledger {path} is not a regular file; refusing to start. "
+                              "Move it aside and restore the ledger from a backup or run "
+                              "`logwatchd rebuild-ledger`.")
         if exists and path.stat().st_size == 0:
             raise LedgerError(f"the ledger {path} is empty (0 bytes); refusing to start. "
                               "Restore it from a backup or run `logwatchd rebuild-ledger`.")
@@ -177,21 +181,35 @@ class Ledger:
             path.parent.mkdir(parents=True, exist_ok=True)
         if not exists:
             _create(path)
-        conn = _connect(path)
+        conn: sqlite3.Connection | None = None
         try:
+            conn = _connect(path)  # a file that is not SQLite fails here, at `journal_mode`
             _verify(conn, path)
             _upgrade(conn)
         except sqlite3.DatabaseError as exc:
-            conn.close()
+            if conn is not None:
+                conn.close()
             raise LedgerError(f"the ledger {path} is corrupt ({exc}); refusing to start. "
                               "Restore it from a backup or run `logwatchd rebuild-ledger`.") from None
         except LedgerError:
-            conn.close()
+            if conn is not None:
+                conn.close()
             raise
         return cls(path, conn, root)
 
     def close(self) -> None:
         self._conn.close()
+
+    # --- facts about the data (the `meta` table) ----------------------------------------
+    def meta(self, key: str) -> str | None:
+        """The value recorded under `key` (e.g. "timezone"), or None."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Records `value` under `key`, durably, replacing any earlier value."""
+        with self._write_lock, _immediate(self._conn) as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def _reader(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

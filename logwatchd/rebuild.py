@@ -23,7 +23,7 @@ from .compaction import META_INPUT_SHAS
 from .config import Config
 from .durable import fsync_dir, sha256_file
 from .ledger import Ledger, utc_iso
-from .runtime import acquire_lock
+from .runtime import TIMEZONE_KEY, acquire_lock
 from .writers import META_INPUT_SHA, META_SOURCE_FILE
 
 # Reasons of entries the inbox refused (reader.check_regular): quarantined as they are,
@@ -41,6 +41,7 @@ def rebuild_ledger(config: Config) -> int:
             f.unlink()
         ledger = Ledger.open(tmp, root=p.root)
         try:
+            ledger.set_meta(TIMEZONE_KEY, config.transform.timezone)  # the zone it is rebuilt for
             counts_summary = _fill(config, ledger)
         finally:
             ledger.close()

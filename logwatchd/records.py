@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .errors import ConfigError
 from .reader import JSON_WS
 
 if TYPE_CHECKING:
@@ -584,8 +585,13 @@ def warm_up(timezone_name: str) -> None:
 
     import pyarrow.parquet as pq
 
-    batcher = RecordBatcher("warm-up", timezone_name, "1970-01-01T00:00:00Z", 1 << 10)
-    table, _ = batcher.process_lines(b'{"timestamp":"2026-01-01 00:00:00","user_id":"u","action":"a"}\n', 1)
+    try:
+        batcher = RecordBatcher("warm-up", timezone_name, "1970-01-01T00:00:00Z", 1 << 10)
+        table, _ = batcher.process_lines(b'{"timestamp":"2026-01-01 00:00:00","user_id":"u","action":"a"}\n', 1)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError) as exc:  # ArrowInvalid is a ValueError
+        # The config accepted a zone the record path cannot use: a config problem (exit 2).
+        raise ConfigError(f"transform.timezone: the time zone {timezone_name!r} cannot be "
+                          f"used to transform records ({exc})") from None
     if table is not None:
         for _day, part in split_by_date(table):
             pq.write_table(part, io.BytesIO(), compression="zstd")

@@ -15,7 +15,7 @@ from typing import IO
 
 from .config import Config
 from .durable import ensure_dir, sync_dirs
-from .errors import LedgerError
+from .errors import ConfigError, LedgerError
 from .ledger import Ledger
 from .writers import iter_staging_files
 
@@ -50,9 +50,40 @@ def open_runtime(config: Config) -> Runtime:
     except BaseException:
         lock.close()
         raise
+    try:
+        check_timezone(config, ledger)
+    except BaseException:
+        ledger.close()
+        lock.close()
+        raise
     recovered = ledger.recover()
     removed = remove_orphans(config, ledger)
     return Runtime(config, ledger, lock, recovered, removed)
+
+
+TIMEZONE_KEY = "timezone"  # the ledger's `meta` key of the zone the data was written in
+
+
+def check_timezone(config: Config, ledger: Ledger) -> None:
+    """Refuses (ConfigError) a `transform.timezone` other than the one the data was written in.
+
+    Partition dates, `day_of_week`, the formatted timestamps and the per-day counts all
+    depend on the zone: mixing two would answer counts of neither. A ledger without a
+    recorded zone (new, or from before zones were recorded) records the configured one.
+    """
+    configured = config.transform.timezone
+    recorded = ledger.meta(TIMEZONE_KEY)
+    if recorded is None:
+        ledger.set_meta(TIMEZONE_KEY, configured)
+    elif recorded != configured:
+        raise ConfigError(
+            f"transform.timezone: the data under {config.paths.root} was written in the time "
+            f"zone {recorded!r} (recorded in the ledger {config.paths.ledger}), but the config "
+            f"says {configured!r}; refusing to mix them (partition dates and counts would be "
+            f"wrong). Set transform.timezone = {recorded!r} again, or, to migrate to "
+            f"{configured!r}, point paths.root at a new, empty root and process the archived "
+            "inputs there again (`logwatchd process FILE...`), or move the old root aside "
+            "and start afresh.")
 
 
 def acquire_lock(config: Config) -> IO[bytes]:

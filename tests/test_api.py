@@ -276,10 +276,10 @@ def test_healthz_503_when_the_watcher_probe_raises(api: Api) -> None:
 
 def test_healthz_503_when_free_disk_is_below_the_bound(tmp_path: Path) -> None:
     """api.min_free_bytes above the real free space of paths.root fails the disk check."""
-    api = make_api(tmp_path, min_free_bytes=2**62)
+    api = make_api(tmp_path, min_free_bytes=2**50)
     r = api.client.get("/healthz")
     disk = r.get_json()["checks"]["disk"]
-    assert r.status_code == 503 and disk["ok"] is False and disk["min_free_bytes"] == 2**62
+    assert r.status_code == 503 and disk["ok"] is False and disk["min_free_bytes"] == 2**50
     assert "api.min_free_bytes" in r.get_json()["reasons"][0]
     api.runtime.close()
 

@@ -54,8 +54,12 @@ def test_an_unreadable_file_waits_while_the_others_go_on_then_is_dead_lettered(e
         retries = [e for e in d.named("file_retry") if e["file"] == "locked.jsonl"]
         assert retries and retries[0]["disposition"] == "retry"
         port = port_of(env)
-        status, body = d.wait_for(lambda: (lambda h: h if h[0] == 503 else None)(health(port)),
-                                  timeout=10, what="/healthz 503 for a failing file")
+
+        def failing() -> dict[str, Any] | None:
+            status, body = health(port)
+            return body if status == 503 else None
+
+        body = d.wait_for(failing, timeout=10, what="/healthz 503 for a failing file")
         assert any(r.startswith("intake:") for r in body["reasons"]), body
         [dead] = d.wait_event("file_dead_lettered", timeout=30)
         assert dead["file"] == "locked.jsonl" and dead["reason"] == "failing_too_long"
