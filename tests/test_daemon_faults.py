@@ -38,18 +38,22 @@ def tmpfs_env(tmp_path: Path):
 
 
 def fill(path: Path) -> Path:
-    """Writes a ballast file until the filesystem is full."""
-    with open(path, "wb") as fh:
+    """Writes a ballast file until the filesystem is full (unbuffered: no flush left to fail)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        block = b"\0" * 65536
+        while True:
+            try:
+                if os.write(fd, block) == 0:
+                    break
+            except OSError:
+                break
         try:
-            while True:
-                fh.write(b"\0" * 65536)
-                fh.flush()
+            os.fsync(fd)
         except OSError:
             pass
-        try:
-            os.fsync(fh.fileno())
-        except OSError:
-            pass
+    finally:
+        os.close(fd)
     return path
 
 
