@@ -87,6 +87,7 @@ def _first(pair: tuple[int, bytes]) -> int:
 
 _BLANK = object()   # the slow parser's answer for a blank line
 _FAILED = object()  # ... for a line that is not JSON (its error line is recorded)
+_TOO_DEEP = object()  # ... for JSON nested deeper than the parser allows (an error line too)
 
 
 def _field_fault(ts: Any, uid: Any, act: Any) -> tuple[str, str]:
@@ -125,16 +126,18 @@ _MAX_MS = MAX_US // 1000
 
 
 class RecordError(Exception):
-    """One line is invalid: carries the reason code and the field at fault."""
+    """One line is invalid: carries the reason code and the field at fault.
 
-    def __init__(self, reason: str, field: str | None = None, detail: str = "") -> None:
+    `too_deep`: the value is nested deeper than the parser allows. Such an array element
+    is an error line, not a broken array (its structure was checked by the reader).
+    """
+
+    def __init__(self, reason: str, field: str | None = None, detail: str = "",
+                 too_deep: bool = False) -> None:
         super().__init__(detail or reason)
         self.reason = reason
         self.field = field
-
-
-class _TooDeep(Exception):
-    pass
+        self.too_deep = too_deep
 
 
 def _reject_constant(name: str) -> Any:
@@ -162,21 +165,76 @@ def parse_json(raw: bytes) -> Any:
     try:
         value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
-        raise RecordError(INVALID_JSON, detail="nesting too deep") from None
+        raise RecordError(INVALID_JSON, detail="nesting too deep", too_deep=True) from None
     except ValueError as exc:  # JSONDecodeError, NaN/Infinity, huge numbers
         raise RecordError(INVALID_JSON, detail=str(exc)) from None
     try:
         _dumps(value).encode("utf-8")
     except UnicodeEncodeError:
         raise RecordError(INVALID_ENCODING, detail="lone surrogate escape in a string") from None
-    except RecursionError:
-        raise RecordError(INVALID_JSON, detail="nesting too deep") from None
     return value
 
 
 def _dumps(value: Any) -> str:
-    """Compact JSON text; the fallback when orjson cannot serialise (big ints, depth > 254)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON text; the fallback when orjson cannot serialise (big ints, depth > 254).
+
+    The C encoder recurses: past ~1,000 levels (which orjson parses) it raises
+    RecursionError, and an explicit stack takes over.
+    """
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except RecursionError:
+        return _dumps_deep(value)
+
+
+class _Text(str):
+    """Already rendered JSON text on the encoder's stack."""
+
+
+def _dumps_deep(value: Any) -> str:
+    """Compact JSON text of any depth, with an explicit stack: the same text as `_dumps`."""
+    scalar = json.dumps  # a string or number alone never recurses
+    out: list[str] = []
+    stack: list[Any] = [value]
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if t is _Text:
+            out.append(v)
+        elif t is dict or t is list:
+            if not v:
+                out.append("{}" if t is dict else "[]")
+                continue
+            stack.append(_Text("}" if t is dict else "]"))
+            items = list(v.items()) if t is dict else list(enumerate(v))
+            opener = "{" if t is dict else "["
+            for i in range(len(items) - 1, -1, -1):
+                key, item = items[i]
+                stack.append(item)
+                sep = opener if i == 0 else ","
+                stack.append(_Text(sep + scalar(key, ensure_ascii=False) + ":" if t is dict else sep))
+        else:
+            out.append(scalar(v, ensure_ascii=False))
+    return "".join(out)
+
+
+# A whole JSON string, or a run of anything else but whitespace: joined, they are the
+# text without its insignificant whitespace.
+_NOT_WS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[^ \t\r\n"]+|"', re.DOTALL)
+
+
+def compact_text(raw: bytes) -> str:
+    """An array element as compact JSON text (SPEC §5), whatever its depth or validity."""
+    try:
+        if has_long_digit_run(raw):
+            raise ValueError("may hold an integer beyond 64 bits")
+        value = orjson.loads(raw)
+    except ValueError:  # orjson.JSONDecodeError is one
+        try:
+            value = parse_json(raw)
+        except RecordError:  # too deep to parse: drop the whitespace only
+            return b"".join(_NOT_WS.findall(raw)).decode("utf-8", "replace")
+    return dumps_json(value)
 
 
 def dumps_json(value: Any) -> str:
@@ -352,6 +410,8 @@ class RecordBatcher:
                 if rec is _FAILED:
                     failed += 1
                     continue
+                if rec is _TOO_DEEP:
+                    continue
             if type(rec) is dict:
                 pop = rec.pop
                 ts = pop("timestamp", None)
@@ -447,11 +507,12 @@ class RecordBatcher:
         try:
             return parse_json(raw)
         except RecordError as exc:
-            if array:  # the array does not parse: the whole file is malformed
+            if array and not exc.too_deep:  # the array does not parse: the whole file is malformed
                 raise
-            errors.append(self.error_line(line_no, exc.reason, None, self._raw_text(raw, False)))
+            errors.append(self.error_line(line_no, exc.reason, None, self._raw_text(raw, array)))
             error_nos.append(line_no)
-            return _FAILED
+            # Too deep is still JSON: it does not make the file "not JSON" (quarantine).
+            return _TOO_DEEP if exc.too_deep else _FAILED
 
     @staticmethod
     def _strip_cr(raw: bytes) -> bytes:
@@ -502,7 +563,7 @@ class RecordBatcher:
     @staticmethod
     def _raw_text(raw: bytes, array: bool) -> str:
         if array:  # SPEC: an array element is given as compact JSON
-            return dumps_json(parse_json(raw))
+            return compact_text(raw)
         return raw.decode("utf-8", "replace")
 
     def _python_timestamps(self, values: list[str]) -> tuple[pa.Array, list[tuple[int, str, str | None]]]:
