@@ -117,12 +117,17 @@ _COLUMNWISE_MIN = 256  # fewer timestamp strings than this are converted one by 
 
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _US_PER_DAY = 86_400_000_000
-# Instants whose date is representable in every zone: 0001-01-02 .. 9999-12-30 UTC.
-MIN_US = (date(1, 1, 2).toordinal() - _EPOCH_ORDINAL) * _US_PER_DAY
-MAX_US = (date(9999, 12, 31).toordinal() - _EPOCH_ORDINAL) * _US_PER_DAY - 1
+# Valid instants: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999Z, whose date-time in
+# the configured zone is within the same years too (a date and a `timestamp` to write).
+MIN_US = (date(1, 1, 1).toordinal() - _EPOCH_ORDINAL) * _US_PER_DAY
+MAX_US = (date(9999, 12, 31).toordinal() + 1 - _EPOCH_ORDINAL) * _US_PER_DAY - 1
+# Instants more than two days from either end are within the years in every zone (offsets
+# are under a day): the fast paths accept those, and leave the edges to `timestamp_us`.
+SAFE_MIN_US = MIN_US + 2 * _US_PER_DAY
+SAFE_MAX_US = MAX_US - 2 * _US_PER_DAY
 _MS_THRESHOLD = 10**11
-_MIN_S = MIN_US // 1_000_000   # integer epochs (seconds, or ms above 10^11) within MIN_US..MAX_US
-_MAX_MS = MAX_US // 1000
+_MIN_S = -(-SAFE_MIN_US // 1_000_000)   # integer epochs (seconds, or ms above 10^11) that are safe
+_MAX_MS = SAFE_MAX_US // 1000
 
 
 class RecordError(Exception):
@@ -270,14 +275,30 @@ def timestamp_us(value: Any, zone: zoneinfo.ZoneInfo | None) -> int:
     elif t is int:
         us = value * 1000 if value > _MS_THRESHOLD else value * 1_000_000
     elif t is float:
-        us = round(value * 1000) if value > _MS_THRESHOLD else round(value * 1_000_000)
+        scaled = value * 1000 if value > _MS_THRESHOLD else value * 1_000_000
+        if not MIN_US <= scaled <= MAX_US:  # also ±inf, which round() refuses
+            raise RecordError(INVALID_TIMESTAMP, "timestamp", "outside years 0001-9999")
+        us = round(scaled)
     elif t is bool:
         raise RecordError(INVALID_TIMESTAMP, "timestamp", "a boolean is not a timestamp")
     else:
         raise RecordError(INVALID_TIMESTAMP, "timestamp", f"a {_json_type(value)} is not a timestamp")
-    if not MIN_US <= us <= MAX_US:
+    if not SAFE_MIN_US <= us <= SAFE_MAX_US and not _within_years(us, zone):
         raise RecordError(INVALID_TIMESTAMP, "timestamp", "outside years 0001-9999")
     return us
+
+
+def _within_years(us: int, zone: zoneinfo.ZoneInfo | None) -> bool:
+    """Whether the instant, and its date-time in `zone`, fall within years 0001-9999."""
+    if not MIN_US <= us <= MAX_US:
+        return False
+    if zone is None:
+        return True
+    try:
+        (_EPOCH + timedelta(microseconds=us)).astimezone(zone)
+    except OverflowError:  # its local date would be in year 0 or 10000
+        return False
+    return True
 
 
 def _json_type(value: Any) -> str:
@@ -542,7 +563,8 @@ class RecordBatcher:
             if pc.any(naive).as_py():
                 cast = pc.cast(pc.filter(arr, naive), pa.timestamp("us")).cast(pa.int64())
                 us = pc.replace_with_mask(us, naive, cast)
-        us = pc.if_else(pc.and_(pc.greater_equal(us, MIN_US), pc.less_equal(us, MAX_US)),
+        # Near the ends of the years the local date decides: timestamp_us, one by one.
+        us = pc.if_else(pc.and_(pc.greater_equal(us, SAFE_MIN_US), pc.less_equal(us, SAFE_MAX_US)),
                         us, pa.scalar(None, pa.int64()))
         # (index, reason, field): not the exception itself, whose traceback would hold this
         # frame (and its arrays) in a reference cycle until a full garbage collection.
