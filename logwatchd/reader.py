@@ -13,7 +13,7 @@ import os
 import re
 import stat
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -27,6 +27,7 @@ BOM = b"\xef\xbb\xbf"
 JSON_WS = b" \t\r\n"
 READ_BYTES = 1 << 20
 LONG_PREFIX = 4096  # bytes of an over-long line kept in memory
+PROGRESS_BYTES = 4 << 20  # the progress callback fires at least this often while reading
 
 
 @dataclass
@@ -145,31 +146,55 @@ class HashingReader:
 
 
 class _Decoded:
-    """The decompressed content stream; gzip and stream errors become MalformedFile."""
+    """The decompressed content stream; gzip and stream errors become MalformedFile.
 
-    def __init__(self, src: HashingReader, gz: bool) -> None:
+    A compressed input may expand to `limit` bytes: one byte more and it is malformed
+    (`decompressed_too_large`), found without decompressing further. `progress` is called
+    every PROGRESS_BYTES read, so that a long scan without a chunk still shows life.
+    """
+
+    def __init__(self, src: HashingReader, gz: bool, limit: int | None = None,
+                 progress: Callable[[], None] | None = None) -> None:
         self.src = src
         self.gz = gzip.GzipFile(fileobj=src, mode="rb") if gz else None  # type: ignore[call-overload]
+        self.limit = limit
+        self.progress = progress
+        self.total = 0         # content bytes handed out
+        self._next_beat = PROGRESS_BYTES
 
     def read(self, n: int) -> bytes:
         if self.gz is None:
-            return self.src.read(n)
-        try:
-            return self.gz.read(n)
-        except (gzip.BadGzipFile, zlib.error, EOFError) as exc:
-            raise MalformedFile("corrupt_gzip", f"cannot decompress: {exc or 'truncated stream'}") from None
+            data = self.src.read(n)
+        else:
+            if self.limit is not None:
+                n = max(1, min(n, self.limit + 1 - self.total))  # never inflate past the bound
+            try:
+                data = self.gz.read(n)
+            except (gzip.BadGzipFile, zlib.error, EOFError) as exc:
+                raise MalformedFile("corrupt_gzip", f"cannot decompress: {exc or 'truncated stream'}") from None
+        self.total += len(data)
+        if self.gz is not None and self.limit is not None and self.total > self.limit:
+            raise MalformedFile("decompressed_too_large",
+                                f"expands beyond ingest.max_decompressed_bytes ({self.limit} bytes)")
+        if self.total >= self._next_beat and self.progress is not None:
+            self._next_beat = self.total + PROGRESS_BYTES
+            self.progress()
+        return data
 
 
 def iter_chunks(src: HashingReader, name: str, chunk_bytes: int, max_line_bytes: int,
-                spans: bool = True) -> Iterator[Chunk]:
+                spans: bool = True, max_decompressed: int | None = None,
+                progress: Callable[[], None] | None = None) -> Iterator[Chunk]:
     """Splits a (possibly gzipped) JSON Lines or JSON array file into chunks.
 
     An uncompressed JSON Lines file is cut into spans (Lines without data): this process
     only hashes its bytes and finds the cuts; whoever processes a span reads it again from
     the page cache (`read_span`), so no chunk is held here or sent through a pipe.
+    A gzipped input expanding beyond `max_decompressed` bytes raises MalformedFile
+    (`decompressed_too_large`); `progress` is called every few MB read.
     """
     gz = name.endswith(".gz") or src.peek(2) == GZIP_MAGIC
-    stream = _Decoded(src, gz)
+    stream = _Decoded(src, gz, max_decompressed, progress)
     head = b""
     while True:  # find the first non-blank byte to tell an array from JSON Lines
         block = stream.read(READ_BYTES)
