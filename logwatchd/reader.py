@@ -376,19 +376,27 @@ def _skip_line(stream: _Decoded, pending: bytes) -> tuple[int, bytes]:
 
 # A whole string token, or one structural character (an unterminated string: a lone quote).
 _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},"]', re.DOTALL)
+# The rest of a string whose opening quote was seen: stops at its closing quote, at the end
+# of the bytes, or before a final backslash whose escaped byte is still to come.
+_STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)
 _ELEMENTS_PER_CHUNK = 20_000
 
 
-def _array_chunks(stream: _Decoded, buf: bytes, chunk_bytes: int, max_line: int) -> Iterator[Chunk]:
+def _array_chunks(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int) -> Iterator[Chunk]:
     """Top-level elements of a JSON array, streamed. Raises MalformedFile if it does not parse.
 
     Only the structure is checked here (brackets, strings, top-level commas); each element
     is parsed later by the record path, which raises for an element that is not JSON.
+    Every byte is scanned once: a string cut by the end of a read is resumed where the scan
+    stopped (`in_string`), not rescanned from its quote. Memory: the element in hand, up to
+    max_line bytes; past that only its first LONG_PREFIX bytes are kept while the scan
+    skips to its end (a LongLine).
     """
-    buf = buf[buf.index(b"[") + 1:]
+    buf = bytearray(head[head.index(b"[") + 1:])
     pos = 0            # scan position in buf
     elem_start = 0     # where the current element begins in buf
     depth = 0          # nesting inside the current element
+    in_string = False  # the scan stopped inside a string (after its opening quote)
     number = 1         # 1-based index of the current element
     skipped = -1       # bytes of the current element already dropped (over-long), or -1
     prefix = b""
@@ -397,57 +405,70 @@ def _array_chunks(stream: _Decoded, buf: bytes, chunk_bytes: int, max_line: int)
     run_bytes = 0
     eof = closed = False
     while not closed:
-        m = _TOKEN.search(buf, pos)
-        if m is None or m.group() == b'"':
-            pos = len(buf) if m is None else m.start()  # rescan a cut string with more bytes
-            if eof:
-                raise MalformedFile("invalid_array", "the JSON array is not terminated")
-            if skipped < 0 and pos - elem_start > max_line:
-                skipped, prefix = 0, buf[elem_start:elem_start + LONG_PREFIX]
-            if skipped >= 0:  # an over-long element: keep only its start
-                skipped += pos - elem_start
+        if in_string:
+            pos = _STRING_REST.match(buf, pos).end()  # type: ignore[union-attr]  # always matches
+            if pos < len(buf) and buf[pos] == 0x22:  # the closing quote
+                pos += 1
+                in_string = False
+                continue
+        else:
+            m = _TOKEN.search(buf, pos)
+            if m is not None and m.end() - m.start() == 1 and buf[m.start()] == 0x22:
+                in_string, pos = True, m.end()  # a string cut by the end of the bytes
+                continue
+            if m is not None:
+                pos = m.end()
+                c = buf[m.start()]
+                if c == 0x22 or (c == 0x2C and depth > 0):  # a string; a comma inside
+                    continue
+                if c in b"[{":
+                    depth += 1
+                    continue
+                if c in b"]}" and depth > 0:
+                    depth -= 1
+                    continue
+                if c == 0x7D:  # "}"
+                    raise MalformedFile("invalid_array", "mismatched bracket at the end of the array")
+                closed = c == 0x5D  # "]"
+                elem = bytes(buf[elem_start:m.start()].strip(JSON_WS))
                 elem_start = pos
-            buf, pos, elem_start = buf[elem_start:], pos - elem_start, 0
-            block = stream.read(READ_BYTES)
-            eof = not block
-            buf += block
-            continue
-        pos = m.end()
-        c = m.group()[:1]
-        if c == b'"' or (c == b"," and depth > 0):
-            continue
-        if c in b"[{":
-            depth += 1
-            continue
-        if c in b"]}" and depth > 0:
-            depth -= 1
-            continue
-        if c == b"}":
-            raise MalformedFile("invalid_array", "mismatched bracket at the end of the array")
-        closed = c == b"]"
-        elem = buf[elem_start:m.start()].strip(JSON_WS)
-        elem_start = pos
-        if skipped >= 0:
-            if run:
-                yield Elements(run_first, run)
-            yield LongLine(number, prefix, skipped + len(elem))
-            run, run_bytes, run_first, skipped = [], 0, number + 1, -1
-        elif elem:
-            if len(elem) > max_line:
-                if run:
+                if skipped >= 0:
+                    if run:
+                        yield Elements(run_first, run)
+                    yield LongLine(number, prefix, skipped + len(elem))
+                    run, run_bytes, run_first, skipped = [], 0, number + 1, -1
+                elif elem:
+                    if len(elem) > max_line:
+                        if run:
+                            yield Elements(run_first, run)
+                        yield LongLine(number, elem[:LONG_PREFIX], len(elem))
+                        run, run_bytes, run_first = [], 0, number + 1
+                    else:
+                        run.append(elem)
+                        run_bytes += len(elem)
+                elif not (closed and number == 1):  # only "[]" may have no element
+                    raise MalformedFile("invalid_array", f"missing element at index {number}")
+                number += 1
+                if run and (closed or len(run) >= _ELEMENTS_PER_CHUNK or run_bytes >= chunk_bytes):
                     yield Elements(run_first, run)
-                yield LongLine(number, elem[:LONG_PREFIX], len(elem))
-                run, run_bytes, run_first = [], 0, number + 1
-            else:
-                run.append(elem)
-                run_bytes += len(elem)
-        elif not (closed and number == 1):  # only "[]" may have no element
-            raise MalformedFile("invalid_array", f"missing element at index {number}")
-        number += 1
-        if run and (closed or len(run) >= _ELEMENTS_PER_CHUNK or run_bytes >= chunk_bytes):
-            yield Elements(run_first, run)
-            run, run_bytes, run_first = [], 0, number
-    rest = buf[pos:]
+                    run, run_bytes, run_first = [], 0, number
+                continue
+            pos = len(buf)  # no token in the bytes left: all scanned
+        # Everything up to `pos` is scanned: read on.
+        if eof:
+            raise MalformedFile("invalid_array", "the JSON array is not terminated")
+        if skipped < 0 and pos - elem_start > max_line:  # over-long: keep only its start
+            skipped = 0
+            prefix = bytes(buf[elem_start:elem_start + max_line].lstrip(JSON_WS)[:LONG_PREFIX])
+        if skipped >= 0:
+            skipped += pos - elem_start
+            elem_start = pos
+        del buf[:elem_start]
+        pos, elem_start = pos - elem_start, 0
+        block = stream.read(READ_BYTES)
+        eof = not block
+        buf += block
+    rest = bytes(buf[pos:])
     while rest:
         if rest.strip(JSON_WS):
             raise MalformedFile("invalid_array", "content after the end of the JSON array")
