@@ -419,6 +419,9 @@ class RecordBatcher:
         line_no = first - 1
         for raw in items:
             line_no += 1
+            if not raw:  # an empty line: not through orjson's exception (~1.5 us each)
+                blank += 1
+                continue
             try:
                 if suspect and has_long_digit_run(raw):
                     raise decode_error("may hold an integer beyond 64 bits", "", 0)
