@@ -247,7 +247,7 @@ def _line_chunks(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int,
                 continue
             prefix = pending[:LONG_PREFIX]
             length, pending = _skip_line(stream, pending)
-            yield LongLine(line_no, _no_bom(prefix, first), length)
+            yield LongLine(line_no, _line_start(prefix, first, length), length)
             base += length + 1
             line_no += 1
             first = False
@@ -290,7 +290,7 @@ def _line_spans(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int,
                     prefix += block[i:min(j if j >= 0 else len(block), i + LONG_PREFIX - len(prefix))]
                 if j < 0:
                     break
-                yield LongLine(line_no, _no_bom(prefix, first), end + j - start)
+                yield LongLine(line_no, _line_start(prefix, first, end + j - start), end + j - start)
                 line_no += 1
                 first = skipping = False
                 start = end + j + 1
@@ -323,14 +323,17 @@ def _line_spans(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int,
             break
         end += len(block)
     if skipping:
-        yield LongLine(line_no, _no_bom(prefix, first), end - start)
+        yield LongLine(line_no, _line_start(prefix, first, end - start), end - start)
     elif end > start:
         yield Lines(line_no, b"", strip_bom=first, offset=start, origin=origin,
                     length=end - start, crc=crc_all, fd=fd)
 
 
-def _no_bom(prefix: bytes, first: bool) -> bytes:
-    """The BOM is not part of the first line (as for a line inside a Lines chunk)."""
+def _line_start(prefix: bytes, first: bool, length: int) -> bytes:
+    """The kept start of an over-long line, as the record path would cut it from a chunk:
+    without the BOM (not part of the first line), nor the CR of a CRLF it reaches."""
+    if len(prefix) >= length and prefix.endswith(b"\r"):
+        prefix = prefix[:-1]
     return prefix[3:] if first and prefix.startswith(BOM) else prefix
 
 

@@ -83,3 +83,16 @@ def test_a_long_array_element_is_a_line_too_long_error_line(env: Env) -> None:
     assert [(e["source_file"], e["source_line"], e["reason"]) for e in errors] == [
         ("a.json", 2, "line_too_long"), ("a.jsonl", 2, "line_too_long")]
     assert errors[0]["raw"] == errors[1]["raw"] == long_rec.encode()[:1024].decode("utf-8", "replace")
+
+
+def test_an_over_long_crlf_line_keeps_no_cr_whatever_the_chunk_size(env: Env) -> None:
+    """An over-long CRLF line's raw text has no trailing CR, whether the reader skips it (tiny chunks) or the record path cuts it (found by the property test)."""
+    line = json.dumps({"timestamp": 1764000000, "user_id": "u", "action": "a", "s": "x" * 760})
+    data = f"{line}\r\n{line}\r\n{{}}\r\n".encode()
+    for chunk in (64, 1 << 20):
+        env.write_config(ingest={"max_line_bytes": 700, "chunk_bytes": chunk, "dedupe": False})
+        write(env.base / f"crlf-{chunk}.jsonl", data)
+        [summary] = env.process(env.base / f"crlf-{chunk}.jsonl")
+        assert summary["errors"] == 3, summary
+    raws = [(e["source_file"], e["source_line"], e["raw"]) for e in env.error_rows() if e["reason"] == "line_too_long"]
+    assert raws == [(f"crlf-{c}.jsonl", k, line) for c in (1 << 20, 64) for k in (1, 2)]
