@@ -15,6 +15,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import select
 import traceback
 import zlib
 from collections.abc import Generator, Iterable
@@ -147,19 +148,53 @@ class LocalRunner:
             raise
 
 
-def _worker_main(wid: int, inq: Any, outq: Any, parent: int) -> None:
-    """A worker process: begin / chunk / end / abort messages, one input at a time."""
+def _owner_watch(owner: int) -> int:
+    """A pidfd of the owning process (readable once it exits), or -1 where there is none."""
+    try:
+        return os.pidfd_open(owner)
+    except ProcessLookupError:
+        return -2  # already gone
+    except (AttributeError, OSError):
+        return -1  # no pidfd support: fall back to signal 0
+
+
+def _owner_alive(owner: int, pidfd: int) -> bool:
+    """Whether the process that owns the pool still runs.
+
+    Not os.getppid(): a forkserver worker's parent is the forkserver, not the owner.
+    """
+    if pidfd == -2:
+        return False
+    if pidfd >= 0:
+        readable, _, _ = select.select([pidfd], [], [], 0)
+        return not readable
+    try:
+        os.kill(owner, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _worker_main(wid: int, inq: Any, outq: Any, owner: int) -> None:
+    """A worker process: begin / chunk / end / abort messages, one input at a time.
+
+    `owner` is the pid of the process that started the pool: a worker exits once that
+    process is gone (kill -9), and waits for work, however long, while it runs.
+    """
     import pyarrow as pa
 
     # The system allocator hands freed Arrow buffers back; mimalloc keeps them cached, and
     # a worker's footprint would grow by tens of MB for nothing in return here.
     pa.set_memory_pool(pa.system_memory_pool())
+    pidfd = _owner_watch(owner)
     sink: ChunkSink | None = None
     while True:
         try:
             msg = inq.get(timeout=1.0)
         except queue.Empty:
-            if os.getppid() != parent:  # the parent died (kill -9): do not linger
+            if not _owner_alive(owner, pidfd):  # the owner died (kill -9): do not linger
                 return
             continue
         kind = msg[0]

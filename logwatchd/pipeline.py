@@ -167,7 +167,9 @@ class Pipeline:
         large = st.st_size > 2 * cfg.ingest.chunk_bytes
         runner = self.pool if (large and self.pool is not None) else self.local
         src = HashingReader(fh)
-        chunks = iter_chunks(src, path.name, cfg.ingest.chunk_bytes, cfg.ingest.max_line_bytes)
+        chunks = iter_chunks(src, path.name, cfg.ingest.chunk_bytes, cfg.ingest.max_line_bytes,
+                             max_decompressed=cfg.ingest.max_decompressed_bytes,
+                             progress=self.progress)
         errors_path = cfg.paths.errors / f"date={self._day(now)}" / f"{stem}.jsonl"
         errors_file: StagedJsonl | None = None
         total = ChunkResult()

@@ -13,7 +13,7 @@ import os
 import re
 import stat
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -27,6 +27,7 @@ BOM = b"\xef\xbb\xbf"
 JSON_WS = b" \t\r\n"
 READ_BYTES = 1 << 20
 LONG_PREFIX = 4096  # bytes of an over-long line kept in memory
+PROGRESS_BYTES = 4 << 20  # the progress callback fires at least this often while reading
 
 
 @dataclass
@@ -145,31 +146,55 @@ class HashingReader:
 
 
 class _Decoded:
-    """The decompressed content stream; gzip and stream errors become MalformedFile."""
+    """The decompressed content stream; gzip and stream errors become MalformedFile.
 
-    def __init__(self, src: HashingReader, gz: bool) -> None:
+    A compressed input may expand to `limit` bytes: one byte more and it is malformed
+    (`decompressed_too_large`), found without decompressing further. `progress` is called
+    every PROGRESS_BYTES read, so that a long scan without a chunk still shows life.
+    """
+
+    def __init__(self, src: HashingReader, gz: bool, limit: int | None = None,
+                 progress: Callable[[], None] | None = None) -> None:
         self.src = src
         self.gz = gzip.GzipFile(fileobj=src, mode="rb") if gz else None  # type: ignore[call-overload]
+        self.limit = limit
+        self.progress = progress
+        self.total = 0         # content bytes handed out
+        self._next_beat = PROGRESS_BYTES
 
     def read(self, n: int) -> bytes:
         if self.gz is None:
-            return self.src.read(n)
-        try:
-            return self.gz.read(n)
-        except (gzip.BadGzipFile, zlib.error, EOFError) as exc:
-            raise MalformedFile("corrupt_gzip", f"cannot decompress: {exc or 'truncated stream'}") from None
+            data = self.src.read(n)
+        else:
+            if self.limit is not None:
+                n = max(1, min(n, self.limit + 1 - self.total))  # never inflate past the bound
+            try:
+                data = self.gz.read(n)
+            except (gzip.BadGzipFile, zlib.error, EOFError) as exc:
+                raise MalformedFile("corrupt_gzip", f"cannot decompress: {exc or 'truncated stream'}") from None
+        self.total += len(data)
+        if self.gz is not None and self.limit is not None and self.total > self.limit:
+            raise MalformedFile("decompressed_too_large",
+                                f"expands beyond ingest.max_decompressed_bytes ({self.limit} bytes)")
+        if self.total >= self._next_beat and self.progress is not None:
+            self._next_beat = self.total + PROGRESS_BYTES
+            self.progress()
+        return data
 
 
 def iter_chunks(src: HashingReader, name: str, chunk_bytes: int, max_line_bytes: int,
-                spans: bool = True) -> Iterator[Chunk]:
+                spans: bool = True, max_decompressed: int | None = None,
+                progress: Callable[[], None] | None = None) -> Iterator[Chunk]:
     """Splits a (possibly gzipped) JSON Lines or JSON array file into chunks.
 
     An uncompressed JSON Lines file is cut into spans (Lines without data): this process
     only hashes its bytes and finds the cuts; whoever processes a span reads it again from
     the page cache (`read_span`), so no chunk is held here or sent through a pipe.
+    A gzipped input expanding beyond `max_decompressed` bytes raises MalformedFile
+    (`decompressed_too_large`); `progress` is called every few MB read.
     """
     gz = name.endswith(".gz") or src.peek(2) == GZIP_MAGIC
-    stream = _Decoded(src, gz)
+    stream = _Decoded(src, gz, max_decompressed, progress)
     head = b""
     while True:  # find the first non-blank byte to tell an array from JSON Lines
         block = stream.read(READ_BYTES)
@@ -222,7 +247,7 @@ def _line_chunks(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int,
                 continue
             prefix = pending[:LONG_PREFIX]
             length, pending = _skip_line(stream, pending)
-            yield LongLine(line_no, _no_bom(prefix, first), length)
+            yield LongLine(line_no, _line_start(prefix, first, length), length)
             base += length + 1
             line_no += 1
             first = False
@@ -265,7 +290,7 @@ def _line_spans(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int,
                     prefix += block[i:min(j if j >= 0 else len(block), i + LONG_PREFIX - len(prefix))]
                 if j < 0:
                     break
-                yield LongLine(line_no, _no_bom(prefix, first), end + j - start)
+                yield LongLine(line_no, _line_start(prefix, first, end + j - start), end + j - start)
                 line_no += 1
                 first = skipping = False
                 start = end + j + 1
@@ -298,14 +323,17 @@ def _line_spans(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int,
             break
         end += len(block)
     if skipping:
-        yield LongLine(line_no, _no_bom(prefix, first), end - start)
+        yield LongLine(line_no, _line_start(prefix, first, end - start), end - start)
     elif end > start:
         yield Lines(line_no, b"", strip_bom=first, offset=start, origin=origin,
                     length=end - start, crc=crc_all, fd=fd)
 
 
-def _no_bom(prefix: bytes, first: bool) -> bytes:
-    """The BOM is not part of the first line (as for a line inside a Lines chunk)."""
+def _line_start(prefix: bytes, first: bool, length: int) -> bytes:
+    """The kept start of an over-long line, as the record path would cut it from a chunk:
+    without the BOM (not part of the first line), nor the CR of a CRLF it reaches."""
+    if len(prefix) >= length and prefix.endswith(b"\r"):
+        prefix = prefix[:-1]
     return prefix[3:] if first and prefix.startswith(BOM) else prefix
 
 
@@ -351,19 +379,27 @@ def _skip_line(stream: _Decoded, pending: bytes) -> tuple[int, bytes]:
 
 # A whole string token, or one structural character (an unterminated string: a lone quote).
 _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},"]', re.DOTALL)
+# The rest of a string whose opening quote was seen: stops at its closing quote, at the end
+# of the bytes, or before a final backslash whose escaped byte is still to come.
+_STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)
 _ELEMENTS_PER_CHUNK = 20_000
 
 
-def _array_chunks(stream: _Decoded, buf: bytes, chunk_bytes: int, max_line: int) -> Iterator[Chunk]:
+def _array_chunks(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int) -> Iterator[Chunk]:
     """Top-level elements of a JSON array, streamed. Raises MalformedFile if it does not parse.
 
     Only the structure is checked here (brackets, strings, top-level commas); each element
     is parsed later by the record path, which raises for an element that is not JSON.
+    Every byte is scanned once: a string cut by the end of a read is resumed where the scan
+    stopped (`in_string`), not rescanned from its quote. Memory: the element in hand, up to
+    max_line bytes; past that only its first LONG_PREFIX bytes are kept while the scan
+    skips to its end (a LongLine).
     """
-    buf = buf[buf.index(b"[") + 1:]
+    buf = bytearray(head[head.index(b"[") + 1:])
     pos = 0            # scan position in buf
     elem_start = 0     # where the current element begins in buf
     depth = 0          # nesting inside the current element
+    in_string = False  # the scan stopped inside a string (after its opening quote)
     number = 1         # 1-based index of the current element
     skipped = -1       # bytes of the current element already dropped (over-long), or -1
     prefix = b""
@@ -372,57 +408,70 @@ def _array_chunks(stream: _Decoded, buf: bytes, chunk_bytes: int, max_line: int)
     run_bytes = 0
     eof = closed = False
     while not closed:
-        m = _TOKEN.search(buf, pos)
-        if m is None or m.group() == b'"':
-            pos = len(buf) if m is None else m.start()  # rescan a cut string with more bytes
-            if eof:
-                raise MalformedFile("invalid_array", "the JSON array is not terminated")
-            if skipped < 0 and pos - elem_start > max_line:
-                skipped, prefix = 0, buf[elem_start:elem_start + LONG_PREFIX]
-            if skipped >= 0:  # an over-long element: keep only its start
-                skipped += pos - elem_start
+        if in_string:
+            pos = _STRING_REST.match(buf, pos).end()  # type: ignore[union-attr]  # always matches
+            if pos < len(buf) and buf[pos] == 0x22:  # the closing quote
+                pos += 1
+                in_string = False
+                continue
+        else:
+            m = _TOKEN.search(buf, pos)
+            if m is not None and m.end() - m.start() == 1 and buf[m.start()] == 0x22:
+                in_string, pos = True, m.end()  # a string cut by the end of the bytes
+                continue
+            if m is not None:
+                pos = m.end()
+                c = buf[m.start()]
+                if c == 0x22 or (c == 0x2C and depth > 0):  # a string; a comma inside
+                    continue
+                if c in b"[{":
+                    depth += 1
+                    continue
+                if c in b"]}" and depth > 0:
+                    depth -= 1
+                    continue
+                if c == 0x7D:  # "}"
+                    raise MalformedFile("invalid_array", "mismatched bracket at the end of the array")
+                closed = c == 0x5D  # "]"
+                elem = bytes(buf[elem_start:m.start()].strip(JSON_WS))
                 elem_start = pos
-            buf, pos, elem_start = buf[elem_start:], pos - elem_start, 0
-            block = stream.read(READ_BYTES)
-            eof = not block
-            buf += block
-            continue
-        pos = m.end()
-        c = m.group()[:1]
-        if c == b'"' or (c == b"," and depth > 0):
-            continue
-        if c in b"[{":
-            depth += 1
-            continue
-        if c in b"]}" and depth > 0:
-            depth -= 1
-            continue
-        if c == b"}":
-            raise MalformedFile("invalid_array", "mismatched bracket at the end of the array")
-        closed = c == b"]"
-        elem = buf[elem_start:m.start()].strip(JSON_WS)
-        elem_start = pos
-        if skipped >= 0:
-            if run:
-                yield Elements(run_first, run)
-            yield LongLine(number, prefix, skipped + len(elem))
-            run, run_bytes, run_first, skipped = [], 0, number + 1, -1
-        elif elem:
-            if len(elem) > max_line:
-                if run:
+                if skipped >= 0:
+                    if run:
+                        yield Elements(run_first, run)
+                    yield LongLine(number, prefix, skipped + len(elem))
+                    run, run_bytes, run_first, skipped = [], 0, number + 1, -1
+                elif elem:
+                    if len(elem) > max_line:
+                        if run:
+                            yield Elements(run_first, run)
+                        yield LongLine(number, elem[:LONG_PREFIX], len(elem))
+                        run, run_bytes, run_first = [], 0, number + 1
+                    else:
+                        run.append(elem)
+                        run_bytes += len(elem)
+                elif not (closed and number == 1):  # only "[]" may have no element
+                    raise MalformedFile("invalid_array", f"missing element at index {number}")
+                number += 1
+                if run and (closed or len(run) >= _ELEMENTS_PER_CHUNK or run_bytes >= chunk_bytes):
                     yield Elements(run_first, run)
-                yield LongLine(number, elem[:LONG_PREFIX], len(elem))
-                run, run_bytes, run_first = [], 0, number + 1
-            else:
-                run.append(elem)
-                run_bytes += len(elem)
-        elif not (closed and number == 1):  # only "[]" may have no element
-            raise MalformedFile("invalid_array", f"missing element at index {number}")
-        number += 1
-        if run and (closed or len(run) >= _ELEMENTS_PER_CHUNK or run_bytes >= chunk_bytes):
-            yield Elements(run_first, run)
-            run, run_bytes, run_first = [], 0, number
-    rest = buf[pos:]
+                    run, run_bytes, run_first = [], 0, number
+                continue
+            pos = len(buf)  # no token in the bytes left: all scanned
+        # Everything up to `pos` is scanned: read on.
+        if eof:
+            raise MalformedFile("invalid_array", "the JSON array is not terminated")
+        if skipped < 0 and pos - elem_start > max_line:  # over-long: keep only its start
+            skipped = 0
+            prefix = bytes(buf[elem_start:elem_start + max_line].lstrip(JSON_WS)[:LONG_PREFIX])
+        if skipped >= 0:
+            skipped += pos - elem_start
+            elem_start = pos
+        del buf[:elem_start]
+        pos, elem_start = pos - elem_start, 0
+        block = stream.read(READ_BYTES)
+        eof = not block
+        buf += block
+    rest = bytes(buf[pos:])
     while rest:
         if rest.strip(JSON_WS):
             raise MalformedFile("invalid_array", "content after the end of the JSON array")

@@ -88,6 +88,7 @@ def _first(pair: tuple[int, bytes]) -> int:
 
 _BLANK = object()   # the slow parser's answer for a blank line
 _FAILED = object()  # ... for a line that is not JSON (its error line is recorded)
+_TOO_DEEP = object()  # ... for JSON nested deeper than the parser allows (an error line too)
 
 
 def _field_fault(ts: Any, uid: Any, act: Any) -> tuple[str, str]:
@@ -117,25 +118,32 @@ _COLUMNWISE_MIN = 256  # fewer timestamp strings than this are converted one by 
 
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _US_PER_DAY = 86_400_000_000
-# Instants whose date is representable in every zone: 0001-01-02 .. 9999-12-30 UTC.
-MIN_US = (date(1, 1, 2).toordinal() - _EPOCH_ORDINAL) * _US_PER_DAY
-MAX_US = (date(9999, 12, 31).toordinal() - _EPOCH_ORDINAL) * _US_PER_DAY - 1
+# Valid instants: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999Z, whose date-time in
+# the configured zone is within the same years too (a date and a `timestamp` to write).
+MIN_US = (date(1, 1, 1).toordinal() - _EPOCH_ORDINAL) * _US_PER_DAY
+MAX_US = (date(9999, 12, 31).toordinal() + 1 - _EPOCH_ORDINAL) * _US_PER_DAY - 1
+# Instants more than two days from either end are within the years in every zone (offsets
+# are under a day): the fast paths accept those, and leave the edges to `timestamp_us`.
+SAFE_MIN_US = MIN_US + 2 * _US_PER_DAY
+SAFE_MAX_US = MAX_US - 2 * _US_PER_DAY
 _MS_THRESHOLD = 10**11
-_MIN_S = MIN_US // 1_000_000   # integer epochs (seconds, or ms above 10^11) within MIN_US..MAX_US
-_MAX_MS = MAX_US // 1000
+_MIN_S = -(-SAFE_MIN_US // 1_000_000)   # integer epochs (seconds, or ms above 10^11) that are safe
+_MAX_MS = SAFE_MAX_US // 1000
 
 
 class RecordError(Exception):
-    """One line is invalid: carries the reason code and the field at fault."""
+    """One line is invalid: carries the reason code and the field at fault.
 
-    def __init__(self, reason: str, field: str | None = None, detail: str = "") -> None:
+    `too_deep`: the value is nested deeper than the parser allows. Such an array element
+    is an error line, not a broken array (its structure was checked by the reader).
+    """
+
+    def __init__(self, reason: str, field: str | None = None, detail: str = "",
+                 too_deep: bool = False) -> None:
         super().__init__(detail or reason)
         self.reason = reason
         self.field = field
-
-
-class _TooDeep(Exception):
-    pass
+        self.too_deep = too_deep
 
 
 def _reject_constant(name: str) -> Any:
@@ -163,21 +171,76 @@ def parse_json(raw: bytes) -> Any:
     try:
         value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
-        raise RecordError(INVALID_JSON, detail="nesting too deep") from None
+        raise RecordError(INVALID_JSON, detail="nesting too deep", too_deep=True) from None
     except ValueError as exc:  # JSONDecodeError, NaN/Infinity, huge numbers
         raise RecordError(INVALID_JSON, detail=str(exc)) from None
     try:
         _dumps(value).encode("utf-8")
     except UnicodeEncodeError:
         raise RecordError(INVALID_ENCODING, detail="lone surrogate escape in a string") from None
-    except RecursionError:
-        raise RecordError(INVALID_JSON, detail="nesting too deep") from None
     return value
 
 
 def _dumps(value: Any) -> str:
-    """Compact JSON text; the fallback when orjson cannot serialise (big ints, depth > 254)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON text; the fallback when orjson cannot serialise (big ints, depth > 254).
+
+    The C encoder recurses: past ~1,000 levels (which orjson parses) it raises
+    RecursionError, and an explicit stack takes over.
+    """
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except RecursionError:
+        return _dumps_deep(value)
+
+
+class _Text(str):
+    """Already rendered JSON text on the encoder's stack."""
+
+
+def _dumps_deep(value: Any) -> str:
+    """Compact JSON text of any depth, with an explicit stack: the same text as `_dumps`."""
+    scalar = json.dumps  # a string or number alone never recurses
+    out: list[str] = []
+    stack: list[Any] = [value]
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if t is _Text:
+            out.append(v)
+        elif t is dict or t is list:
+            if not v:
+                out.append("{}" if t is dict else "[]")
+                continue
+            stack.append(_Text("}" if t is dict else "]"))
+            items = list(v.items()) if t is dict else list(enumerate(v))
+            opener = "{" if t is dict else "["
+            for i in range(len(items) - 1, -1, -1):
+                key, item = items[i]
+                stack.append(item)
+                sep = opener if i == 0 else ","
+                stack.append(_Text(sep + scalar(key, ensure_ascii=False) + ":" if t is dict else sep))
+        else:
+            out.append(scalar(v, ensure_ascii=False))
+    return "".join(out)
+
+
+# A whole JSON string, or a run of anything else but whitespace: joined, they are the
+# text without its insignificant whitespace.
+_NOT_WS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[^ \t\r\n"]+|"', re.DOTALL)
+
+
+def compact_text(raw: bytes) -> str:
+    """An array element as compact JSON text (SPEC §5), whatever its depth or validity."""
+    try:
+        if has_long_digit_run(raw):
+            raise ValueError("may hold an integer beyond 64 bits")
+        value = orjson.loads(raw)
+    except ValueError:  # orjson.JSONDecodeError is one
+        try:
+            value = parse_json(raw)
+        except RecordError:  # too deep to parse: drop the whitespace only
+            return b"".join(_NOT_WS.findall(raw)).decode("utf-8", "replace")
+    return dumps_json(value)
 
 
 def dumps_json(value: Any) -> str:
@@ -213,14 +276,30 @@ def timestamp_us(value: Any, zone: zoneinfo.ZoneInfo | None) -> int:
     elif t is int:
         us = value * 1000 if value > _MS_THRESHOLD else value * 1_000_000
     elif t is float:
-        us = round(value * 1000) if value > _MS_THRESHOLD else round(value * 1_000_000)
+        scaled = value * 1000 if value > _MS_THRESHOLD else value * 1_000_000
+        if not MIN_US <= scaled <= MAX_US:  # also ±inf, which round() refuses
+            raise RecordError(INVALID_TIMESTAMP, "timestamp", "outside years 0001-9999")
+        us = round(scaled)
     elif t is bool:
         raise RecordError(INVALID_TIMESTAMP, "timestamp", "a boolean is not a timestamp")
     else:
         raise RecordError(INVALID_TIMESTAMP, "timestamp", f"a {_json_type(value)} is not a timestamp")
-    if not MIN_US <= us <= MAX_US:
+    if not SAFE_MIN_US <= us <= SAFE_MAX_US and not _within_years(us, zone):
         raise RecordError(INVALID_TIMESTAMP, "timestamp", "outside years 0001-9999")
     return us
+
+
+def _within_years(us: int, zone: zoneinfo.ZoneInfo | None) -> bool:
+    """Whether the instant, and its date-time in `zone`, fall within years 0001-9999."""
+    if not MIN_US <= us <= MAX_US:
+        return False
+    if zone is None:
+        return True
+    try:
+        (_EPOCH + timedelta(microseconds=us)).astimezone(zone)
+    except OverflowError:  # its local date would be in year 0 or 10000
+        return False
+    return True
 
 
 def _json_type(value: Any) -> str:
@@ -341,6 +420,9 @@ class RecordBatcher:
         line_no = first - 1
         for raw in items:
             line_no += 1
+            if not raw:  # an empty line: not through orjson's exception (~1.5 us each)
+                blank += 1
+                continue
             try:
                 if suspect and has_long_digit_run(raw):
                     raise decode_error("may hold an integer beyond 64 bits", "", 0)
@@ -352,6 +434,8 @@ class RecordBatcher:
                     continue
                 if rec is _FAILED:
                     failed += 1
+                    continue
+                if rec is _TOO_DEEP:
                     continue
             if type(rec) is dict:
                 pop = rec.pop
@@ -448,11 +532,12 @@ class RecordBatcher:
         try:
             return parse_json(raw)
         except RecordError as exc:
-            if array:  # the array does not parse: the whole file is malformed
+            if array and not exc.too_deep:  # the array does not parse: the whole file is malformed
                 raise
-            errors.append(self.error_line(line_no, exc.reason, None, self._raw_text(raw, False)))
+            errors.append(self.error_line(line_no, exc.reason, None, self._raw_text(raw, array)))
             error_nos.append(line_no)
-            return _FAILED
+            # Too deep is still JSON: it does not make the file "not JSON" (quarantine).
+            return _TOO_DEEP if exc.too_deep else _FAILED
 
     @staticmethod
     def _strip_cr(raw: bytes) -> bytes:
@@ -482,7 +567,8 @@ class RecordBatcher:
             if pc.any(naive).as_py():
                 cast = pc.cast(pc.filter(arr, naive), pa.timestamp("us")).cast(pa.int64())
                 us = pc.replace_with_mask(us, naive, cast)
-        us = pc.if_else(pc.and_(pc.greater_equal(us, MIN_US), pc.less_equal(us, MAX_US)),
+        # Near the ends of the years the local date decides: timestamp_us, one by one.
+        us = pc.if_else(pc.and_(pc.greater_equal(us, SAFE_MIN_US), pc.less_equal(us, SAFE_MAX_US)),
                         us, pa.scalar(None, pa.int64()))
         # (index, reason, field): not the exception itself, whose traceback would hold this
         # frame (and its arrays) in a reference cycle until a full garbage collection.
@@ -503,7 +589,7 @@ class RecordBatcher:
     @staticmethod
     def _raw_text(raw: bytes, array: bool) -> str:
         if array:  # SPEC: an array element is given as compact JSON
-            return dumps_json(parse_json(raw))
+            return compact_text(raw)
         return raw.decode("utf-8", "replace")
 
     def _python_timestamps(self, values: list[str]) -> tuple[pa.Array, list[tuple[int, str, str | None]]]:
