@@ -383,3 +383,63 @@ def cli_compact(config: Config, date: str | None) -> int:
         sys.stdout.buffer.write(orjson.dumps(r.summary()) + b"\n")
     sys.stdout.flush()
     return 0 if all(r.ok for r in results) else 1
+
+
+# --- a pass in a process of its own (the daemon's way) -----------------------------------
+class _MetricsPipe:
+    """What run_pass reports to `metrics`, sent to the daemon instead."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def compaction_done(self, *figures: Any) -> None:
+        self.conn.send(figures)
+
+
+def _pass_main(config: Config, conn: Any, cancel: Any) -> None:
+    logs.configure(config.logging.level, config.logging.format)
+    ledger = Ledger.open(config.paths.ledger, root=config.paths.root)
+    try:
+        run_pass(config, ledger, metrics=_MetricsPipe(conn), cancel=cancel)
+    finally:
+        ledger.close()
+        conn.close()
+
+
+def run_in_process(config: Config, metrics: Any, stop: threading.Event) -> None:
+    """Runs one pass in a child process; its figures go to `metrics` as they come.
+
+    Setting `stop` asks the pass to end (it does within about a row group); the child's
+    partitions are published or abandoned exactly as in-process (see run_pass). Raises
+    RuntimeError when the child exits with an error.
+    """
+    import multiprocessing as mp
+
+    ctx = mp.get_context("forkserver")
+    ours, theirs = ctx.Pipe(duplex=False)
+    cancel = ctx.Event()
+    proc = ctx.Process(target=_pass_main, args=(config, theirs, cancel),
+                       name="logwatchd-compaction", daemon=True)
+    proc.start()
+    theirs.close()
+    try:
+        while True:
+            if stop.is_set():
+                cancel.set()
+            if ours.poll(0.2):
+                try:
+                    figures = ours.recv()
+                except EOFError:
+                    break
+                if metrics is not None:
+                    metrics.compaction_done(*figures)
+            elif not proc.is_alive():
+                break
+    finally:
+        proc.join(30 if not stop.is_set() else 5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(1)
+        ours.close()
+    if proc.exitcode != 0:
+        raise RuntimeError(f"the compaction process exited with {proc.exitcode}")

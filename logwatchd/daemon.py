@@ -130,12 +130,10 @@ class Daemon:
     def _start_api(self) -> None:
         if not self.config.api.enabled:
             return
-        from .api import ApiServer, create_app
+        from .apiproc import ApiProcess
 
-        assert self.rt is not None and self.watcher is not None
-        watcher = self.watcher
-        app = create_app(self.rt.ledger, self.config, self.metrics, watcher_alive=watcher.alive)
-        self.api = ApiServer(app, self.config.api.host, self.config.api.port)
+        assert self.watcher is not None
+        self.api = ApiProcess(self.config, self.metrics, self.watcher.alive)
         self.api.start()
 
     def _start_scheduler(self) -> None:
@@ -324,17 +322,24 @@ class Daemon:
 
     # --- scheduled jobs ---------------------------------------------------------------------
     def _compaction_job(self) -> None:
-        from .compaction import run_pass
+        """One compaction pass, in a process of its own (compaction.run_in_process): its
+        CPU and its interpreter lock are not the worker's, so ingestion goes on meanwhile."""
+        from .compaction import run_in_process
 
         assert self.rt is not None
         with self._compacting:  # shutdown waits on this before closing the ledger
             if self.stop_event.is_set():
                 return
             try:
-                run_pass(self.config, self.rt.ledger, metrics=self.metrics, cancel=self.stop_event)
+                run_in_process(self.config, self.metrics, self.stop_event)
             except Exception as exc:  # noqa: BLE001 - a failed pass is retried next interval
                 self.log.error(logs.COMPACTION_FAILED, error=repr(exc),
                                traceback=traceback.format_exc())
+            try:
+                # A pass that died mid-swap left committed moves: they are finished here.
+                self.rt.ledger.recover("compact:")
+            except Exception as exc:  # noqa: BLE001 - start-up recovers them otherwise
+                self.log.error(logs.COMPACTION_FAILED, error=repr(exc), during="recovery")
 
     def _check_alert(self) -> None:
         with self._window_lock:

@@ -48,6 +48,15 @@ def iso_utc(epoch: float) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _notifies(method: Callable[..., None]) -> Callable[..., None]:
+    """An update that sets `changed` once it is done (readers then see the new figures)."""
+    def update(self: Metrics, *args: Any, **kwargs: Any) -> None:
+        method(self, *args, **kwargs)
+        self.changed.set()
+    update.__doc__ = method.__doc__
+    return update
+
+
 class Metrics:
     """The daemon's counters, gauges and histogram, in a registry of their own."""
 
@@ -68,6 +77,7 @@ class Metrics:
         self._failing_since: float | None = None  # Unix time the oldest of them first failed
         self._last_success: float | None = None
         self._compaction = dict.fromkeys(COMPACTION_FIELDS, 0.0)
+        self.changed = threading.Event()  # set after every update: the HTTP process is told
 
         r = self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=r)
@@ -124,6 +134,7 @@ class Metrics:
             "logwatchd_compaction_seconds", "Time spent compacting.", registry=r)
 
     # --- updates (called by the daemon) ---------------------------------------------------
+    @_notifies
     def file_done(self, status: str, processed: int, valid: int, errors: int,
                   duration_s: float) -> None:
         """Counts one file's outcome, its records and its processing time."""
@@ -145,12 +156,14 @@ class Metrics:
             if status in SUCCESS_OUTCOMES:
                 self._last_success = now
 
+    @_notifies
     def file_retry(self) -> None:
         """Counts one failed attempt that will be tried again."""
         self._retries_total.inc()
         with self._lock:
             self._retries += 1
 
+    @_notifies
     def set_backlog(self, files: int, oldest_age_s: float) -> None:
         """Records how many files wait in the inbox and how long the oldest has waited."""
         now = self._clock()
@@ -159,6 +172,7 @@ class Metrics:
             self._backlog = files
             self._oldest_since = now - max(0.0, oldest_age_s) if files > 0 else None
 
+    @_notifies
     def set_failing(self, files: int, oldest_since: float | None) -> None:
         """Records how many files are failing and since when the oldest of them has."""
         self._failing_gauge.set(files)
@@ -170,11 +184,13 @@ class Metrics:
         since = self._failing_since
         return 0.0 if since is None else max(0.0, self._clock() - since)
 
+    @_notifies
     def set_intake_paused(self, paused: bool) -> None:
         self._paused_gauge.set(1 if paused else 0)
         with self._lock:
             self._paused = paused
 
+    @_notifies
     def compaction_done(self, files_in: int, files_out: int, rows: int, bytes_before: int,
                         bytes_after: int, duration_s: float) -> None:
         """Counts one compaction of a partition."""
@@ -200,30 +216,57 @@ class Metrics:
         since = self._oldest_since
         return 0.0 if since is None else max(0.0, self._clock() - since)
 
-    def snapshot(self) -> dict[str, Any]:
-        """This process's figures as plain JSON-able values.
-
-        Keys: `started_at`, `uptime_s`, `files` (count per outcome), `records_valid`,
-        `records_errors`, `retries`, `backlog`, `oldest_waiting_age_s`, `intake_paused`,
-        `last_success_at` (ISO-8601 UTC, or None before the first success), `compaction`
-        (`runs`, `files_in`, `files_out`, `rows`, `bytes_before`, `bytes_after`, `seconds`).
-        """
-        now = self._clock()
+    def state(self) -> dict[str, Any]:
+        """This process's figures as plain values, with instants rather than ages, so that
+        another process (the HTTP endpoint's) can compute the ages when it answers."""
         with self._lock:
-            compaction: dict[str, float | int] = {
-                k: (round(v, 6) if k == "seconds" else int(v)) for k, v in self._compaction.items()}
             return {
-                "started_at": iso_utc(self.started_at),
-                "uptime_s": round(max(0.0, now - self.started_at), 3),
+                "started_at": self.started_at,
                 "files": dict(self._files),
                 "records_valid": self._records["valid"],
                 "records_errors": self._records["errors"],
                 "retries": self._retries,
                 "backlog": self._backlog,
-                "oldest_waiting_age_s": round(self._oldest_age(), 3),
+                "oldest_since": self._oldest_since,
                 "intake_paused": self._paused,
                 "failing_files": self._failing,
-                "oldest_failing_age_s": round(self._oldest_failing_age(), 3),
-                "last_success_at": None if self._last_success is None else iso_utc(self._last_success),
-                "compaction": compaction,
+                "failing_since": self._failing_since,
+                "last_success": self._last_success,
+                "compaction": dict(self._compaction),
             }
+
+    def snapshot(self) -> dict[str, Any]:
+        """This process's figures as plain JSON-able values (see `snapshot_of`)."""
+        return snapshot_of(self.state(), self._clock())
+
+
+def snapshot_of(state: dict[str, Any], now: float) -> dict[str, Any]:
+    """Figures as `/stats` and `/healthz` use them, ages computed at `now`.
+
+    Keys: `started_at`, `uptime_s`, `files` (count per outcome), `records_valid`,
+    `records_errors`, `retries`, `backlog`, `oldest_waiting_age_s`, `intake_paused`,
+    `failing_files`, `oldest_failing_age_s`, `last_success_at` (ISO-8601 UTC, or None before
+    the first success), `compaction` (`runs`, `files_in`, `files_out`, `rows`,
+    `bytes_before`, `bytes_after`, `seconds`).
+    """
+    def age(since: float | None) -> float:
+        return 0.0 if since is None else round(max(0.0, now - since), 3)
+
+    compaction: dict[str, float | int] = {
+        k: (round(v, 6) if k == "seconds" else int(v)) for k, v in state["compaction"].items()}
+    last = state["last_success"]
+    return {
+        "started_at": iso_utc(state["started_at"]),
+        "uptime_s": round(max(0.0, now - state["started_at"]), 3),
+        "files": dict(state["files"]),
+        "records_valid": state["records_valid"],
+        "records_errors": state["records_errors"],
+        "retries": state["retries"],
+        "backlog": state["backlog"],
+        "oldest_waiting_age_s": age(state["oldest_since"]),
+        "intake_paused": state["intake_paused"],
+        "failing_files": state["failing_files"],
+        "oldest_failing_age_s": age(state["failing_since"]),
+        "last_success_at": None if last is None else iso_utc(last),
+        "compaction": compaction,
+    }

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import threading
 import time
@@ -12,6 +14,7 @@ from datetime import UTC, datetime
 
 from conftest import Env
 from daemon_harness import DaemonProc, daemon_config, drop
+from test_daemon import assert_exactly_once, records
 
 
 def get(url: str, method: str = "GET") -> tuple[int, str]:
@@ -110,3 +113,70 @@ def test_slow_clients_cannot_make_healthz_unanswerable(env: Env) -> None:
         assert opened[0] >= 300
     finally:
         assert d.stop() == 0
+
+
+def test_scheduled_compaction_runs_beside_ingestion_and_reports_to_stats(env: Env) -> None:
+    """The daemon's scheduled pass (in a process of its own) merges a partition's small files,
+    its figures reach /stats and /metrics, ingestion goes on, and everything verifies."""
+    daemon_config(env, api=True, api_settings={"min_free_bytes": 0},
+                  compaction={"interval_seconds": 1.0, "min_files": 2})
+    d = DaemonProc(env)
+    try:
+        d.wait_ready()
+        for i in range(4):
+            drop(env, f"c{i}.jsonl", records(f"c{i}", 20))
+        d.wait_event("file_processed", count=4)
+        [done] = d.wait_event("compaction_done", timeout=60)
+        assert done["files_in"] >= 2 and done["files_out"] == 1
+        port = env.config.read_text().split('listen = "127.0.0.1:')[1].split('"')[0]
+
+        def stats() -> dict | None:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as r:
+                body = json.loads(r.read())
+            return body if body["compaction"]["runs"] >= 1 else None
+
+        body = d.wait_for(stats, timeout=10, what="compaction figures in /stats")
+        assert body["compaction"]["files_in"] >= 2
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        [total] = [float(line.split()[1]) for line in text.splitlines()
+                   if line.startswith("logwatchd_compactions_total ")]
+        assert total >= 1
+        drop(env, "after.jsonl", records("after", 5))
+        d.wait_event("file_processed", count=5)
+        d.wait_inbox_empty()
+    finally:
+        assert d.stop() == 0
+    assert_exactly_once(env, {**{f"c{i}.jsonl": 20 for i in range(4)}, "after.jsonl": 5})
+    assert env.cli("verify", check=False).returncode == 0
+
+
+def test_the_http_process_ends_with_a_killed_daemon_so_a_restart_can_listen(env: Env) -> None:
+    """kill -9 of the daemon's main process alone: its HTTP process lets the port go, and a
+    new daemon serves on the same port."""
+    daemon_config(env, api=True, api_settings={"min_free_bytes": 0})
+    port = int(env.config.read_text().split('listen = "127.0.0.1:')[1].split('"')[0])
+    d = DaemonProc(env)
+    d.wait_ready()
+    assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+    os.kill(d.proc.pid, signal.SIGKILL)
+    d.proc.wait(10)
+
+    def refused() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            return True
+        return False
+
+    deadline = time.monotonic() + 15
+    while not refused() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert refused(), "an orphaned HTTP process still holds the port"
+    d.kill()  # whatever is left of its session
+    again = DaemonProc(env)
+    try:
+        again.wait_ready()
+        assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+    finally:
+        assert again.stop() == 0
