@@ -124,7 +124,7 @@ class IngestConfig:
     dedupe: bool = field(default=True, metadata=_key(doc="a file whose content was already processed is not processed again"))
     max_line_bytes: int = field(default=1048576, metadata=_num(64, GIB, "a longer line (or array element) is an error line: line_too_long"))
     workers: int = field(default=0, metadata=_num(0, 256, "processes that parse a large file in parallel; 0 = one per CPU core"))
-    chunk_bytes: int = field(default=8388608, metadata=_num(4 * KIB, GIB, "a large file is processed in chunks of about this many bytes (memory is bounded by it)"))
+    chunk_bytes: int = field(default=8388608, metadata=_num(64, GIB, "a large file is processed in chunks of about this many bytes (memory is bounded by it)"))
     max_retry_seconds: float = field(default=3600.0, metadata=_num(1.0, 30 * DAY, "a file still failing this long after its first failure (a transient error too) goes to dead-letter"))
     max_decompressed_bytes: int = field(default=17179869184, metadata=_num(KIB, TIB, "a compressed input that expands beyond this many bytes is quarantined (decompressed_too_large)"))
 

@@ -74,7 +74,9 @@ class Env:
         rows = []
         for f in sorted(self.path("errors").rglob("*.jsonl")):
             if not f.name.startswith("."):
-                rows += [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines()]
+                # Split on \n only: U+2028 and friends may sit raw inside a JSON string.
+                text = f.read_text(encoding="utf-8")
+                rows += [json.loads(line) for line in text.split("\n") if line]
         return sorted(rows, key=lambda r: (r["source_file"], r["source_line"]))
 
 
