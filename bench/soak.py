@@ -67,18 +67,20 @@ interval_seconds = 5
 # each the median of five samples a second apart, so one file in hand or one request in
 # flight does not count as growth.
 #
-# RSS: pyarrow's allocator and CPython's arenas keep memory they have used, so the tree
-# grows a little after the warm-up before it levels off; 25% of the start (about 50 MB on a
-# ~200 MB tree) plus 32 MB for allocator noise absorbs that, while a leak of even 1 KB per
-# file or per request breaks it within a ten-minute run (2,400 files, ~100,000 requests).
+# RSS: pyarrow's allocator and CPython's arenas keep memory they have used, and a compaction
+# pass swings the tree by ~15 MB while it runs; 25% of the start (about 30 MB on the ~120 MB
+# tree) plus 16 MB absorbs that. A leak of 1 KB per request (~100,000 requests in ten
+# minutes) or 20 KB per file (2,400 files) breaks it in a ten-minute run.
 RSS_GROWTH_RATIO = 0.25
-RSS_SLACK_BYTES = 32 * MB
+RSS_SLACK_BYTES = 16 * MB
 # fds: the daemon holds a fixed set (ledger connections, inotify, listening socket, one per
 # keep-alive HTTP client, the worker pipes). One fd leaked per file, compaction pass or
 # request would add hundreds; 10 leaves room for a transient output or a reconnecting client.
 FD_GROWTH = 10
-# threads: waitress and the worker are fixed; the scheduler's executor starts a thread the
-# first time two jobs (compaction, metrics) overlap, which may happen after the first sample.
+# threads: waitress, the worker and the inbox threads are fixed, and Arrow starts its pools
+# (4 threads here) in the first compaction pass, which the warm-up waits for. The scheduler's
+# executor may still start a thread the first time two jobs (compaction, metrics) overlap;
+# one thread per pass, file or request would add dozens.
 THREAD_GROWTH = 2
 # The WAL is checkpointed back into the database every ~1,000 pages (4 MB) unless a reader
 # holds an old snapshot open; 64 MB means checkpoints stopped (a long-lived read transaction).
