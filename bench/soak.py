@@ -63,12 +63,12 @@ interval_seconds = 5
 """
 
 # --- bounds -----------------------------------------------------------------------------------
-# Growth is measured between two samples taken under the same load (feed and HTTP running),
-# each the median of five samples a second apart, so one file in hand or one request in
-# flight does not count as growth.
+# Growth is measured between two windows of one compaction interval each, under the same
+# load (feed and HTTP running), sampled every second: RSS at the window's peak, fds and
+# threads at its median, so one file in hand or one request in flight is not growth.
 #
-# RSS: pyarrow's allocator and CPython's arenas keep memory they have used, and a compaction
-# pass swings the tree by ~15 MB while it runs; 25% of the start (about 30 MB on the ~120 MB
+# RSS: pyarrow's allocator and CPython's arenas keep memory they have used, and the peaks
+# of two compaction cycles differ by a few MB; 25% of the start (about 30 MB on the ~120 MB
 # tree) plus 16 MB absorbs that. A leak of 1 KB per request (~100,000 requests in ten
 # minutes) or 20 KB per file (2,400 files) breaks it in a ten-minute run.
 RSS_GROWTH_RATIO = 0.25
@@ -390,14 +390,20 @@ def _size(path: Path) -> int:
         return 0
 
 
-def steady_sample(pid: int, root: Path, n: int = 5, every: float = 1.0) -> dict[str, int]:
-    """The median of `n` samples `every` seconds apart (sizes: the last one)."""
-    samples = []
-    for i in range(n):
-        if i:
-            time.sleep(every)
+def window_sample(pid: int, root: Path, seconds: float, every: float = 1.0) -> dict[str, int]:
+    """Samples for `seconds` (one compaction interval): RSS at its peak, fds and threads at
+    their median, sizes at the end.
+
+    RSS swings by tens of MB within a compaction cycle (a pass allocates, the allocator later
+    hands pages back), so one instant says little; the peak of a whole cycle is its level.
+    """
+    samples = [sample_tree(pid, root)]
+    until = time.monotonic() + seconds
+    while time.monotonic() + every <= until:
+        time.sleep(every)
         samples.append(sample_tree(pid, root))
-    out = {k: int(statistics.median(s[k] for s in samples)) for k in ("rss_bytes", "fds", "threads", "procs")}
+    out = {"rss_bytes": max(s["rss_bytes"] for s in samples), "samples": len(samples)}
+    out.update({k: int(statistics.median(s[k] for s in samples)) for k in ("fds", "threads", "procs")})
     out.update({k: samples[-1][k] for k in ("ledger_bytes", "wal_bytes", "clean_files")})
     return out
 
@@ -560,8 +566,8 @@ class Options:
 
 def run(opts: Options) -> dict[str, Any]:
     """Runs the soak; returns the figures, the checks and `ok`."""
-    if opts.minutes * 60 < 15:
-        raise ValueError(f"--minutes {opts.minutes}: measure for 15 s at least")
+    if opts.minutes * 60 < 30:
+        raise ValueError(f"--minutes {opts.minutes}: measure for 30 s at least")
     root = Path(tempfile.mkdtemp(prefix="logwatchd-soak-"))
     daemon = start_daemon(root, timeout=60, config_extra=CONFIG, log_file=root / "daemon.log")
     if isinstance(daemon, str):
@@ -597,10 +603,11 @@ def _drive(d: Daemon, root: Path, opts: Options) -> dict[str, Any]:
             not d.counts["compaction_done"] and time.monotonic() < warm_until):
         time.sleep(0.2)
     warmed_s = time.monotonic() - t0
-    start = steady_sample(d.proc.pid, root)
+    window = min(COMPACTION_INTERVAL, opts.minutes * 30)
+    start = window_sample(d.proc.pid, root, window)
     passes_at_start = d.counts["compaction_done"]
-    time.sleep(max(0.0, t0 + warmed_s + opts.minutes * 60 - 4 - time.monotonic()))
-    end = steady_sample(d.proc.pid, root)
+    time.sleep(max(0.0, t0 + warmed_s + opts.minutes * 60 - window - time.monotonic()))
+    end = window_sample(d.proc.pid, root, window)
     fed_s = time.monotonic() - t0
 
     stop_feed.set()
