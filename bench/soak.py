@@ -750,7 +750,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(Options(a.minutes, a.rate, a.warmup, a.http_threads, a.http_pause, a.drain_timeout,
                          exclude, a.seed, a.keep))
     print(table(result), file=sys.stderr)
-    print(json.dumps(result, ensure_ascii=False, default=str))
+    print(json.dumps(result, default=str))  # ASCII: names may hold undecodable bytes
     return 0 if result["ok"] else 1
 
 

@@ -18,7 +18,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 def soak() -> dict[str, Any]:
     """Runs the soak once for the module; its JSON result, with its exit code and table."""
     proc = subprocess.run([sys.executable, "-m", "bench.soak", "--minutes", "1"], cwd=REPO,
-                          capture_output=True, text=True, timeout=840, check=False)
+                          capture_output=True, text=True, errors="replace", timeout=840,
+                          check=False)
     lines = proc.stdout.strip().splitlines()
     assert lines, f"the soak printed no result (exit {proc.returncode})\n{proc.stderr[-4000:]}"
     result = json.loads(lines[-1])
