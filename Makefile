@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config.example.toml
 
-.PHONY: run test bench lint clean
+.PHONY: run test bench soak lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ bench: $(VENV)/.installed
 		&& (apt-get install -y -qq wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)) \
 		|| echo "wrk not installed: HTTP figures come from the Python client"; }
 	$(BIN)/python -m bench
+
+# Ten minutes of the real daemon under a mixed and hostile stream and HTTP load: prints the
+# growth of RSS, fds, threads, ledger and WAL and the exactly-once check; fails past a bound.
+soak: $(VENV)/.installed
+	$(BIN)/python -m bench.soak --minutes 10
 
 lint: $(VENV)/.installed
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[lint]'

@@ -18,7 +18,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,9 @@ class Daemon:
     events: dict[str, float] = field(default_factory=dict)   # file -> monotonic commit time
     started: threading.Event = field(default_factory=threading.Event)
     log_tail: list[str] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)    # event name -> lines logged
+    errors: list[dict[str, Any]] = field(default_factory=list)  # the first error-level events
+    log_file: Path | None = None                              # where to keep every line, if set
 
     @property
     def inbox(self) -> Path:
@@ -47,7 +51,11 @@ class Daemon:
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
+        keep = open(self.log_file, "ab") if self.log_file else None  # noqa: SIM115 - while it runs
         for raw in self.proc.stdout:
+            if keep:
+                keep.write(raw)
+                keep.flush()
             now = time.monotonic()
             line = raw.decode("utf-8", "replace").strip()
             self.log_tail = (self.log_tail + [line])[-20:]
@@ -57,10 +65,15 @@ class Daemon:
                 continue
             if not isinstance(ev, dict):
                 continue
+            self.counts[str(ev.get("event"))] += 1
+            if ev.get("level") == "error" and len(self.errors) < 20:
+                self.errors.append(ev)
             if ev.get("event") == "daemon_started":
                 self.started.set()
             elif ev.get("event") in ("file_processed", "file_duplicate", "file_quarantined"):
                 self.events.setdefault(str(ev.get("file")), now)
+        if keep:
+            keep.close()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -78,17 +91,23 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_daemon(root: Path, timeout: float = 30.0) -> Daemon | str:
-    """Starts `logwatchd run` on a fresh root; returns it, or why it could not run."""
+def start_daemon(root: Path, timeout: float = 30.0, config_extra: str = "",
+                 log_file: Path | None = None) -> Daemon | str:
+    """Starts `logwatchd run` on a fresh root; returns it, or why it could not run.
+
+    `config_extra` is TOML appended to the config (tables other than [paths] and [api]);
+    `log_file`, when given, keeps every line the daemon writes.
+    """
     root.mkdir(parents=True, exist_ok=True)
     (root / "inbox").mkdir(exist_ok=True)
     port = _free_port()
     config = root / "config.toml"
-    config.write_text(f'[paths]\nroot = "{root}"\n\n[api]\nlisten = "127.0.0.1:{port}"\n')
+    config.write_text(f'[paths]\nroot = "{root}"\n\n[api]\nlisten = "127.0.0.1:{port}"\n\n'
+                      + config_extra)
     cmd = [sys.executable, "-m", "logwatchd", "run", "-c", str(config)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=root,
                             start_new_session=True)
-    d = Daemon(root, port, proc)
+    d = Daemon(root, port, proc, log_file=log_file)
     threading.Thread(target=d._read, daemon=True).start()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -108,9 +127,13 @@ def make_files(staging: Path, count: int, records: int, prefix: str, seed: int) 
             for i in range(count)]
 
 
-def drop_at_rate(files: list[Path], inbox: Path, rate: float,
+def drop_at_rate(files: Iterable[Path], inbox: Path, rate: float,
                  stop: Callable[[], bool] = lambda: False) -> dict[str, float]:
-    """Renames each file into the inbox at `rate` per second; returns name -> monotonic drop time."""
+    """Renames each file into the inbox at `rate` per second; returns name -> monotonic drop time.
+
+    `files` are hidden `.NAME.tmp` entries of the inbox; an iterator may create each one
+    when it is asked for the next (a steady stream rather than a batch written beforehand).
+    """
     dropped: dict[str, float] = {}
     t0 = time.monotonic()
     for i, f in enumerate(files):

@@ -13,7 +13,8 @@ from pathlib import Path
 ACTIONS = ["login", "logout", "view", "click", "purchase", "search", "upload", "download"]
 
 
-def _valid(rng: random.Random, i: int) -> str:
+def valid_line(rng: random.Random, i: int) -> str:
+    """A valid record (one of three timestamp forms, string or integer user_id)."""
     ts = 1_764_000_000 + i // 50  # ~50 events per second, over ~5 days at 20M lines
     kind = rng.random()
     if kind < 0.6:
@@ -37,8 +38,9 @@ def _valid(rng: random.Random, i: int) -> str:
     return f'{{"timestamp":{stamp},"user_id":{uid},"action":"{action}",{attrs}}}'
 
 
-def _invalid(rng: random.Random, i: int) -> str:
-    good = _valid(rng, i)
+def invalid_line(rng: random.Random, i: int) -> str:
+    """A JSON line that is not a valid record (missing or wrong field, bad timestamp, not an object)."""
+    good = valid_line(rng, i)
     k = rng.randrange(6)
     if k == 0:
         return good.replace('"timestamp":', '"ts":', 1)
@@ -53,7 +55,8 @@ def _invalid(rng: random.Random, i: int) -> str:
     return "[1,2,3]"
 
 
-def _garbage(rng: random.Random, i: int) -> str:
+def garbage_line(rng: random.Random, i: int) -> str:
+    """A line that is not JSON at all."""
     return rng.choice(["{\"timestamp\": 1764000000, \"user_id\": ", "not json at all", "NaN",
                        "{'single': 'quotes'}"])
 
@@ -66,7 +69,8 @@ def write_jsonl(path: Path, lines: int, seed: int = 1) -> Path:
         buf = []
         for i in range(lines):
             r = rng.random()
-            buf.append(_garbage(rng, i) if r < 0.005 else _invalid(rng, i) if r < 0.055 else _valid(rng, i))
+            buf.append(garbage_line(rng, i) if r < 0.005 else invalid_line(rng, i) if r < 0.055
+                       else valid_line(rng, i))
             if len(buf) >= 10000:
                 fh.write("\n".join(buf) + "\n")
                 buf = []
