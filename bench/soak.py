@@ -23,6 +23,7 @@ import itertools
 import json
 import os
 import random
+import re
 import shutil
 import stat
 import statistics
@@ -457,6 +458,21 @@ def listing(directory: Path) -> set[str]:
     return out
 
 
+def kept_as(names: set[str], name: str) -> bool:
+    """True when `name` is among `names` as it is, or as logwatchd keeps a taken or too-long
+    name: its stem (perhaps cut) tagged before its suffixes (`a.<12 hex>[-N].jsonl`)."""
+    if name in names:
+        return True
+    dot = name.find(".", 1)
+    stem, suffixes = (name, "") if dot < 0 else (name[:dot], name[dot:])
+    tagged = re.compile(r"\.[0-9a-f]{12}(-[0-9]+)?$")
+    for n in names:
+        body = n[:len(n) - len(suffixes)] if suffixes else n
+        if n.endswith(suffixes) and n.startswith(stem[:16]) and tagged.search(body):
+            return True
+    return False
+
+
 def check(root: Path, planned: list[Planned], stats: dict[str, Any], logins: dict[str, Any]) -> dict[str, Any]:
     """Compares what was dropped with the outputs; fills each Planned's problems."""
     rows, errors, logins_in_dataset = read_outputs(root)
@@ -470,7 +486,7 @@ def check(root: Path, planned: list[Planned], stats: dict[str, Any], logins: dic
     for p in planned:
         if p.name in left:
             p.problems.append("still in the inbox")
-        if p.outcome in ("ok", "duplicate") and p.name not in archived:
+        if p.outcome in ("ok", "duplicate") and not kept_as(archived, p.name):
             p.problems.append("not in the archive" + (" (dead-lettered)" if p.name in dead else ""))
         if p.outcome == "ok":
             for i, want in enumerate(p.lines, start=1):
@@ -533,6 +549,14 @@ def check(root: Path, planned: list[Planned], stats: dict[str, Any], logins: dic
 
 def _check_quarantined(quarantine: Path, p: Planned, dead: list[str]) -> None:
     entry = quarantine / p.name
+    if not os.path.lexists(entry):  # kept under a shortened name: its sidecar names it
+        for sidecar in quarantine.glob("*.reason.json"):
+            try:
+                if json.loads(sidecar.read_bytes()).get("file") == p.source_file:
+                    entry = sidecar.with_name(sidecar.name[:-len(".reason.json")])
+                    break
+            except (OSError, ValueError):
+                continue
     try:
         st = os.lstat(entry)
     except FileNotFoundError:
@@ -542,7 +566,7 @@ def _check_quarantined(quarantine: Path, p: Planned, dead: list[str]) -> None:
     if not shape(st.st_mode):
         p.problems.append(f"quarantined entry has mode {stat.filemode(st.st_mode)}")
     try:
-        reason = json.loads((quarantine / f"{p.name}.reason.json").read_bytes()).get("reason")
+        reason = json.loads((quarantine / f"{entry.name}.reason.json").read_bytes()).get("reason")
     except (OSError, ValueError) as exc:
         p.problems.append(f"no readable reason sidecar: {exc}")
         return
