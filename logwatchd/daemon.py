@@ -5,9 +5,13 @@ The only module that wires threads together:
     inotify thread (watchdog)   ─┐
     inbox tick thread (settle,   ├─► Intake (bounded) ─► worker thread ─► Pipeline ─► ledger
       rescan)                   ─┘
-    scheduler (APScheduler): compaction pass, metrics event
-    API server thread (waitress)
+    scheduler (APScheduler): compaction pass (in a child process), metrics event
+    HTTP process (apiproc: waitress), fed the metrics by a publisher thread
     main thread: signals (flags only), WATCHDOG=1 / STATUS= pings, shutdown
+
+HTTP serving and compaction run in processes of their own: the worker thread shares the
+interpreter lock with nothing busy, so neither HTTP load nor a compaction pass slows
+ingestion down.
 """
 
 from __future__ import annotations
