@@ -70,7 +70,6 @@ def render(stats: dict[str, Any], health: dict[str, Any] | None, source: str) ->
     else:
         ok = health["status"] == "ok"
         state, state_class, reasons = ("healthy" if ok else "failing"), ("ok" if ok else "bad"), health["reasons"]
-    today = stats["today"]
     parts: list[str] = []
     parts.append(f'<section><h2>Health: <span class="{state_class}" data-stat="health">{_e(state)}</span></h2>')
     if reasons:
