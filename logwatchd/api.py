@@ -40,8 +40,8 @@ from .ledger import COUNTERS, Ledger
 from .metrics import Metrics
 from .openapi import MAX_ACTION_CHARS, openapi_document
 from .overview import build_stats
-from .statuspage import render as render_page
 from .records import utc_now
+from .statuspage import render as render_page
 
 Clock = Callable[[], datetime]
 
