@@ -229,7 +229,7 @@ def openapi_document() -> dict[str, Any]:
             "title": "logwatchd",
             "version": __version__,
             "description": "Read-only answers about the logwatchd dataset and daemon. Every "
-                           "answer is JSON except /metrics and /docs; bad parameters answer 400, "
+                           "answer is JSON except /metrics, /docs and the status page /; bad parameters answer 400, "
                            "unknown paths 404, other methods than GET 405, all as "
                            '`{"error": "…"}`.',
         },
