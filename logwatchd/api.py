@@ -39,7 +39,9 @@ from .config import Config
 from .ledger import COUNTERS, Ledger
 from .metrics import Metrics
 from .openapi import MAX_ACTION_CHARS, openapi_document
+from .overview import build_stats
 from .records import utc_now
+from .statuspage import render as render_page
 
 Clock = Callable[[], datetime]
 
@@ -47,13 +49,22 @@ Clock = Callable[[], datetime]
 # check (no 2026-02-30) is date.fromisoformat's.
 _DATE_SHAPE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
-# The interactive page and its assets, served from the package: no CDN, works offline.
-_STATIC = {"docs": ("docs.html", "text/html; charset=utf-8"),
-           "docs.js": ("docs.js", "text/javascript; charset=utf-8"),
-           "docs.css": ("docs.css", "text/css; charset=utf-8")}
-# The page runs only its own script and talks only to this server.
-_DOCS_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+# Pages and their assets, served from installed packages: no CDN, works offline. /docs is
+# Swagger UI as flask-swagger-ui ships it (its own page template has an inline script, which
+# the CSP below forbids, so the page and the script that starts Swagger UI are ours).
+_JS, _CSS, _HTML = ("text/javascript; charset=utf-8", "text/css; charset=utf-8",
+                    "text/html; charset=utf-8")
+ASSETS = {"/docs": ("logwatchd", "static/docs.html", _HTML),
+          "/docs/init.js": ("logwatchd", "static/docs-init.js", _JS),
+          "/docs/swagger-ui-bundle.js": ("flask_swagger_ui", "dist/swagger-ui-bundle.js", _JS),
+          "/docs/swagger-ui.css": ("flask_swagger_ui", "dist/swagger-ui.css", _CSS),
+          "/static/status.js": ("logwatchd", "static/status.js", _JS),
+          "/static/status.css": ("logwatchd", "static/status.css", _CSS)}
+# Pages run only scripts of this server and talk only to it. Swagger UI (React) sets
+# style attributes, hence 'unsafe-inline' for styles on /docs only: no script is inline.
+_PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
              "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+_DOCS_CSP = _PAGE_CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
 
 
 class BadParameter(Exception):
@@ -100,13 +111,27 @@ def create_app(ledger: Ledger, config: Config, metrics: Metrics, clock: Clock = 
             return json_response({"date": day, "counts": ledger.counts(day)})
         return json_response({"date": day, "action": action, "count": ledger.count(day, action)})
 
+    def stats_now() -> dict[str, Any]:
+        return build_stats(ledger.reader(), config, metrics.snapshot(), clock().timestamp())
+
+    def health_now() -> dict[str, Any]:
+        return _health(ledger, config, metrics, watcher_alive)
+
     @app.get("/stats")
     def stats() -> Response:
-        return json_response(_stats(ledger, metrics))
+        return json_response(stats_now())
+
+    @app.get("/")
+    def status_page() -> Response:
+        page = render_page(stats_now(), health_now(), "the running daemon")
+        response = Response(page, content_type=_HTML)
+        response.headers["Content-Security-Policy"] = _PAGE_CSP
+        response.headers["Cache-Control"] = "no-store"
+        return response
 
     @app.get("/healthz")
     def healthz() -> Response:
-        body = _health(ledger, config, metrics, watcher_alive)
+        body = health_now()
         return json_response(body, 200 if body["status"] == "ok" else 503)
 
     @app.get("/metrics")
@@ -121,18 +146,18 @@ def create_app(ledger: Ledger, config: Config, metrics: Metrics, clock: Clock = 
     def openapi() -> Response:
         return Response(spec, mimetype="application/json")
 
-    def asset(name: str) -> Callable[[], Response]:
-        body, content_type = static[name]
+    def asset(route: str) -> Callable[[], Response]:
+        body, content_type = static[route]
+        csp = _DOCS_CSP if route.startswith("/docs") else _PAGE_CSP
 
         def view() -> Response:
             response = Response(body, content_type=content_type)
-            response.headers["Content-Security-Policy"] = _DOCS_CSP
+            response.headers["Content-Security-Policy"] = csp
             return response
         return view
 
-    app.add_url_rule("/docs", "docs", asset("docs"), methods=["GET"])
-    app.add_url_rule("/docs/docs.js", "docs_js", asset("docs.js"), methods=["GET"])
-    app.add_url_rule("/docs/docs.css", "docs_css", asset("docs.css"), methods=["GET"])
+    for route in ASSETS:
+        app.add_url_rule(route, route, asset(route), methods=["GET"])
 
     @app.after_request
     def security_headers(response: Response) -> Response:
@@ -232,36 +257,6 @@ def _action_param() -> str | None:
 
 
 # --- answers -----------------------------------------------------------------------------
-def _latest(*instants: str | None) -> str | None:
-    """The latest of some ISO-8601 UTC instants (compared as instants, not as text)."""
-    known = [i for i in instants if i]
-    return max(known, key=lambda i: datetime.fromisoformat(i), default=None)
-
-
-def _stats(ledger: Ledger, metrics: Metrics) -> dict[str, Any]:
-    c = ledger.counters()
-    m = metrics.snapshot()
-    return {
-        "files": {"processed": c.get("files_ok", 0), "quarantined": c.get("files_quarantined", 0),
-                  "dead_lettered": c.get("files_dead_lettered", 0),
-                  "duplicate": c.get("files_duplicate", 0),
-                  "refused": c.get("files_refused", 0)},
-        "records": {"processed": c.get("records_processed", 0), "valid": c.get("records_valid", 0),
-                    "errors": c.get("records_errors", 0)},
-        "backlog": m["backlog"],
-        "oldest_waiting_age_seconds": m["oldest_waiting_age_s"],
-        "intake_paused": m["intake_paused"],
-        "failing_files": m["failing_files"],
-        "oldest_failing_age_seconds": m["oldest_failing_age_s"],
-        # After a restart this process has seen no file yet; the ledger remembers the last one.
-        "last_success_at": _latest(m["last_success_at"], ledger.last_committed_at("ok")),
-        "started_at": m["started_at"],
-        "uptime_seconds": m["uptime_s"],
-        "retries": m["retries"],
-        "compaction": m["compaction"],
-    }
-
-
 def free_bytes(path: os.PathLike[str] | str) -> int:
     """Bytes an unprivileged writer may still use on the filesystem holding `path`."""
     st = os.statvfs(path)
@@ -327,9 +322,8 @@ def _health(ledger: Ledger, config: Config, metrics: Metrics,
 
 
 def _load_static() -> dict[str, tuple[bytes, str]]:
-    base = resources.files("logwatchd") / "static"
-    return {route: ((base / name).read_bytes(), content_type)
-            for route, (name, content_type) in _STATIC.items()}
+    return {route: ((resources.files(package) / name).read_bytes(), content_type)
+            for route, (package, name, content_type) in ASSETS.items()}
 
 
 # --- the server --------------------------------------------------------------------------

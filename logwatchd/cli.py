@@ -1,6 +1,7 @@
 """The `logwatchd` command: argument parsing, then a call into the modules; exit codes live here.
 
-Exit codes: 0 success; 1 runtime failure; 2 usage or configuration error.
+Exit codes: 0 success; 1 runtime failure; 2 usage or configuration error; `status` also
+3 (not running).
 """
 
 from __future__ import annotations
@@ -46,8 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Processes the files once, with the same outputs, ledger and "
                                    "dedupe as the daemon; files outside the inbox stay where they are.")
     _add_config(p)
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate only: write nothing, record nothing; per file the counts by "
+                        "reason and the first examples of each (exit 1 when a file would be "
+                        "quarantined or cannot be read)")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(func=cmd_process)
+
+    p = sub.add_parser("status", help="health, backlog, today's files and records, recent problems",
+                       description="The status page's picture in a terminal: from the running "
+                                   "daemon's endpoint when it answers, else from the ledger opened "
+                                   "read-only (the output says which). A table on a terminal, one "
+                                   "JSON object otherwise. Exit 0 healthy, 1 unhealthy, 3 not running.")
+    _add_config(p)
+    p.add_argument("--json", action="store_true", help="one JSON object, also on a terminal")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("compact", help="one compaction pass now",
                        description="Merges the small Parquet files of every partition (or of one "
@@ -118,8 +132,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return cmd_dry_run(args)
     from .parallel import PoolRunner
     from .pipeline import Pipeline
+    from .progress import FileProgress
     from .runtime import open_runtime
 
     config = _config(args)
@@ -128,12 +145,16 @@ def cmd_process(args: argparse.Namespace) -> int:
     rt = open_runtime(config)
     workers = config.ingest.workers or os.cpu_count() or 1
     pipeline = Pipeline(config, rt.ledger, pool=PoolRunner(workers) if workers > 1 else None)
+    # A bar on stderr only for a person at a terminal: never in a pipe or a log.
+    show_progress = sys.stdout.isatty() and sys.stderr.isatty()
     status = EXIT_OK
     try:
         for name in args.files:
             path = Path(name)
             try:
-                outcome = pipeline.process(path)
+                with FileProgress.for_file(path, show_progress) as bar:
+                    pipeline.watch = bar.update if bar is not None else None
+                    outcome = pipeline.process(path)
             except Exception as exc:  # noqa: BLE001 - classified in errors.py, like the daemon's
                 outcome = _failed_outcome(path, exc, log)
             if outcome.status == "failed":
@@ -159,6 +180,38 @@ def _failed_outcome(path: Path, exc: Exception, log: Any) -> Any:
         return FileOutcome(name, "failed", reason="io_error", detail=display_name(str(exc) or repr(exc)))
     log.error(logs.INTERNAL_ERROR, file=name, error=repr(exc), traceback=traceback.format_exc())
     return FileOutcome(name, "failed", reason="internal_error", detail=display_name(repr(exc)))
+
+
+def cmd_dry_run(args: argparse.Namespace) -> int:
+    from .config import DEFAULT_CONFIG_PATH, parse_config
+    from .dryrun import dry_run
+
+    if args.config is None and "LOGWATCHD_CONFIG" not in os.environ and not DEFAULT_CONFIG_PATH.exists():
+        # A producer's machine has no logwatchd config: check against the defaults.
+        print(f"logwatchd: no config (-c, $LOGWATCHD_CONFIG, {DEFAULT_CONFIG_PATH}): checking "
+              "against the default settings", file=sys.stderr)
+        config = parse_config({}, base_dir=Path.cwd())
+    else:
+        config = _config(args)
+    status = EXIT_OK
+    for name in args.files:
+        report = dry_run(config, Path(name))
+        if report["status"] != "ok":
+            status = EXIT_FAILURE
+        sys.stdout.buffer.write(orjson.dumps(report) + b"\n")
+        sys.stdout.flush()
+    return status
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import gather, render_text
+
+    report = gather(_config(args))
+    if args.json or not sys.stdout.isatty():
+        sys.stdout.buffer.write(orjson.dumps(report.body) + b"\n")
+    else:
+        sys.stdout.write(render_text(report.body))
+    return report.exit_code
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -76,6 +76,22 @@ CREATE TABLE IF NOT EXISTS attempts (  -- inbox files that failed or are in hand
     in_hand INTEGER NOT NULL DEFAULT 0    -- 1 while a process works on it: still 1 after a crash
 );
 """
+# One row per outcome, for the status page ("today", the last files, throughput); rows older
+# than HISTORY_KEEP_SECONDS are pruned now and then, so it stays small.
+_HISTORY = (
+    """CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,                 -- when committed, ISO-8601 UTC (the ledger's format)
+    name TEXT NOT NULL,
+    outcome TEXT NOT NULL,            -- ok | quarantined | duplicate | refused | dead_lettered
+    processed INTEGER NOT NULL, valid INTEGER NOT NULL, errors INTEGER NOT NULL,
+    duration_ms REAL,
+    reason TEXT
+)""",
+    "CREATE INDEX IF NOT EXISTS history_by_at ON history (at)",
+)
+HISTORY_KEEP_SECONDS = 3 * 86400  # "today" in any zone began less than 2 days ago
+_HISTORY_PRUNE_EVERY = 256        # commits between two prunes
 
 class CatalogChanged(LogwatchdError):
     """A compaction's sources are no longer all live: its transaction changed nothing."""
@@ -137,6 +153,7 @@ class Commit:
     moves: list[Move] = field(default_factory=list)
     counts: dict[tuple[str, str], int] = field(default_factory=dict)
     attempt: Name | None = None   # the inbox name whose attempts this outcome ends
+    duration_ms: float | None = None  # time spent on the file up to this commit (history)
 
 
 def utc_iso(now: datetime | None = None) -> str:
@@ -211,6 +228,10 @@ class Ledger:
         with self._write_lock, _immediate(self._conn) as conn:
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
+    def reader(self) -> sqlite3.Connection:
+        """This thread's read connection (for the status queries of overview.py)."""
+        return self._reader()
+
     def _reader(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
@@ -263,6 +284,7 @@ class Ledger:
                     "files_ok" if c.outcome == "ok" else "files_quarantined": 1,
                     "records_processed": c.processed, "records_valid": c.valid,
                     "records_errors": c.errors})
+            _record_history(conn, c, at, now)
             moves = [Move(o.staged, o.path) for o in c.outputs] + c.moves
             conn.executemany(
                 "INSERT INTO journal (txn, src, dst, src_sha256, src_ident) VALUES (?, ?, ?, ?, ?)",
@@ -492,6 +514,17 @@ class Ledger:
         return txn
 
 
+def _record_history(conn: sqlite3.Connection, c: Commit, at: str, now: datetime | None) -> None:
+    cur = conn.execute(
+        "INSERT INTO history (at, name, outcome, processed, valid, errors, duration_ms, reason)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (at, c.name, c.outcome, c.processed, c.valid, c.errors, c.duration_ms, c.reason))
+    if (cur.lastrowid or 0) % _HISTORY_PRUNE_EVERY == 0:
+        cutoff = (now or datetime.now(UTC)).timestamp() - HISTORY_KEEP_SECONDS
+        conn.execute("DELETE FROM history WHERE at < ?",
+                     (utc_iso(datetime.fromtimestamp(cutoff, UTC)),))
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.row_factory = sqlite3.Row
@@ -544,6 +577,8 @@ def _upgrade(conn: sqlite3.Connection) -> None:
     columns = {r[1] for r in conn.execute("PRAGMA table_info(journal)")}
     with _immediate(conn):
         conn.execute(_ADDITIONS)
+        for statement in _HISTORY:
+            conn.execute(statement)
         if "src_ident" not in columns:
             conn.execute("ALTER TABLE journal ADD COLUMN src_ident TEXT")
         conn.executemany("INSERT OR IGNORE INTO counters VALUES (?, 0)", [(c,) for c in COUNTERS])

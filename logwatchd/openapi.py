@@ -80,6 +80,47 @@ SCHEMAS: dict[str, Any] = {
             "runs": _COUNT, "files_in": _COUNT, "files_out": _COUNT, "rows": _COUNT,
             "bytes_before": _COUNT, "bytes_after": _COUNT, "seconds": _SECONDS,
         }, description="Compaction since start-up."),
+        "today": _obj({
+            "date": {**_DATE, "description": "Today in the configured time zone."},
+            "timezone": {"type": "string"},
+            "since": {**_INSTANT, "description": "When today began, in UTC."},
+            "files": _obj({k: _COUNT for k in ("processed", "quarantined", "dead_lettered",
+                                                "duplicate", "refused")}),
+            "records": _obj({k: _COUNT for k in ("processed", "valid", "errors")}),
+            "error_ratio": {"type": "number", "minimum": 0, "maximum": 1,
+                            "description": "errors / processed today; 0 when none."},
+        }, description="Files and records by outcome since midnight in transform.timezone."),
+        "recent_files": {"type": "array", "description": "The last files, newest first.",
+                         "items": _obj({
+                             "file": {"type": "string"}, "outcome": {"type": "string"},
+                             "at": _INSTANT, "processed": _COUNT, "valid": _COUNT, "errors": _COUNT,
+                             "duration_ms": {**_SECONDS, "nullable": True},
+                             "reason": {"type": "string", "nullable": True}})},
+        "failing": {"type": "array", "description": "Files failing now (the oldest first), with the last error.",
+                    "items": _obj({"file": {"type": "string"}, "failures": _COUNT,
+                                   "first_failed_at": _INSTANT,
+                                   "last_error": {"type": "string", "nullable": True}})},
+        "quarantine": {"$ref": "#/components/schemas/SetAside"},
+        "dead_letter": {"$ref": "#/components/schemas/SetAside"},
+        "catalog": _obj({
+            "live_files": _COUNT, "partitions": _COUNT,
+            "small_files": {**_COUNT, "description": "Smaller than compaction.target_file_bytes."},
+            "partitions_due": {**_COUNT, "description": "Partitions with at least compaction.min_files small files."},
+        }, description="The live data files of the ledger's catalog: the compaction state."),
+        "throughput": _obj({
+            "minutes": _COUNT, "until": _INSTANT,
+            "files": {"type": "array", "items": _COUNT, "description": "Files per minute, oldest first."},
+            "records": {"type": "array", "items": _COUNT, "description": "Records per minute, oldest first."},
+        }, description="The last hour, minute by minute."),
+    }),
+    "SetAside": _obj({
+        "count": {**_COUNT, "description": "Entries in the folder."},
+        "files": {"type": "array", "description": "The newest entries, with their reason.",
+                  "items": _obj({"file": {"type": "string"},
+                                 "reason": {"type": "string", "nullable": True},
+                                 "detail": {"type": "string", "nullable": True},
+                                 "at": {"type": "string", "nullable": True},
+                                 "replay": {"type": "string", "description": "The command that moves it back into the inbox."}})},
     }),
     "Health": _obj({
         "status": {"type": "string", "enum": ["ok", "failing"]},
@@ -120,6 +161,13 @@ def _get(summary: str, description: str, responses: dict[str, Any],
 
 
 PATHS: dict[str, Any] = {
+    "/": _get(
+        "Status page",
+        "The status page for people: health and its reasons, backlog, today's files and "
+        "records, the last files, failing, quarantined and dead-lettered files with the "
+        "command to replay them, compaction, throughput over the last hour. The figures of /stats.",
+        {"200": {"description": "HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}},
+        tag="operations"),
     "/logins_today": _get(
         "Logins today",
         'Valid records with `action == "login"` whose event date is today in the configured '
@@ -181,7 +229,7 @@ def openapi_document() -> dict[str, Any]:
             "title": "logwatchd",
             "version": __version__,
             "description": "Read-only answers about the logwatchd dataset and daemon. Every "
-                           "answer is JSON except /metrics and /docs; bad parameters answer 400, "
+                           "answer is JSON except /metrics, /docs and the status page /; bad parameters answer 400, "
                            "unknown paths 404, other methods than GET 405, all as "
                            '`{"error": "…"}`.',
         },

@@ -89,6 +89,9 @@ class Pipeline:
         self.pool = pool
         self.cancel = cancel or threading.Event()  # set: abandon the file in hand (shutdown)
         self.progress = progress or (lambda: None)  # called per chunk: proof of life
+        # Called per transformed chunk with (bytes of the input read, records so far): the
+        # progress bar of `process` on a terminal (cli.py).
+        self.watch: Callable[[int, int], None] | None = None
         self.local = LocalRunner()
         self.zone = config.transform.zone
 
@@ -127,6 +130,7 @@ class Pipeline:
             outcome, commit = self._process_open(path, name, fh, st, sha, in_inbox, now)
         # The input is closed before it moves: its close event belongs to the inbox. Its
         # identity vouches for the hash just computed, so archiving needs no third read.
+        commit.duration_ms = round((time.monotonic() - started) * 1000, 3)
         self._apply(commit, now, {path: identity(st)})
         outcome.duration_ms = round((time.monotonic() - started) * 1000, 3)
         return outcome
@@ -189,6 +193,8 @@ class Pipeline:
                     errors_file.write(res.error_lines)
                     res.error_lines = []
                 total.merge(res)
+                if self.watch is not None:
+                    self.watch(fh.tell(), total.processed)
             src.drain()
             if src.hexdigest() != sha or os.fstat(fh.fileno()).st_size != st.st_size:
                 raise TransientIOError(f"{path.name} changed while it was read")

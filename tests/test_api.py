@@ -20,7 +20,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from logwatchd.api import ApiServer, create_app
+from logwatchd.api import ASSETS, ApiServer, create_app
 from logwatchd.config import Config, parse_config
 from logwatchd.metrics import FILE_OUTCOMES, Metrics
 from logwatchd.openapi import MAX_ACTION_CHARS, openapi_document
@@ -170,14 +170,14 @@ def test_longest_allowed_action_is_accepted(api: Api) -> None:
 # --- errors ----------------------------------------------------------------------------------
 def test_unknown_path_is_404_json(api: Api) -> None:
     """Unknown paths, including near-misses, answer 404 with a JSON error."""
-    for path in ("/", "/nope", "/logins_today/", "/counts/2026-01-01", "/docs/other.js"):
+    for path in ("/nope", "/static/other.js", "/logins_today/", "/counts/2026-01-01", "/docs/other.js"):
         r = api.client.get(path)
         assert r.status_code == 404 and r.mimetype == "application/json", path
         assert "error" in r.get_json()
 
 
 ROUTES = ["/logins_today", "/counts?date=2026-01-01", "/stats", "/healthz", "/metrics",
-          "/openapi.json", "/docs", "/docs/docs.js", "/docs/docs.css"]
+          "/openapi.json", "/", *ASSETS]
 
 
 @pytest.mark.parametrize("route", ROUTES)
@@ -369,24 +369,27 @@ def test_openapi_describes_exactly_the_routes_served(api: Api) -> None:
     doc = api.client.get("/openapi.json").get_json()
     assert doc == json.loads(json.dumps(openapi_document()))
     assert doc["openapi"].startswith("3.")
-    served = {r.rule for r in api.app.url_map.iter_rules()} - {"/docs/docs.js", "/docs/docs.css"}
+    served = {r.rule for r in api.app.url_map.iter_rules()} - (set(ASSETS) - {"/docs"})
     assert set(doc["paths"]) == served
     assert all(set(item) == {"get"} for item in doc["paths"].values())
 
 
-def test_docs_page_and_its_assets_are_served_locally(api: Api) -> None:
-    """/docs loads only its own script and style from this server: it works with no internet."""
+def test_docs_page_is_swagger_ui_served_locally(api: Api) -> None:
+    """/docs is Swagger UI from the installed flask-swagger-ui, every asset from this server."""
     page = api.client.get("/docs")
     assert page.status_code == 200 and page.mimetype == "text/html"
     html = page.get_data(as_text=True)
-    assert 'src="docs/docs.js"' in html and 'href="docs/docs.css"' in html
-    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
-    for asset, mimetype in (("/docs/docs.js", "text/javascript"), ("/docs/docs.css", "text/css")):
-        r = api.client.get(asset)
-        assert r.status_code == 200 and r.mimetype == mimetype and len(r.data) > 500
-    for text in (html, api.client.get("/docs/docs.js").get_data(as_text=True),
-                 api.client.get("/docs/docs.css").get_data(as_text=True)):
-        assert "http://" not in text and "https://" not in text and "//cdn" not in text
+    assert 'src="docs/swagger-ui-bundle.js"' in html and 'href="docs/swagger-ui.css"' in html
+    assert "http://" not in html and "https://" not in html
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src 'self';" in csp and "connect-src 'self'" in csp
+    bundle = api.client.get("/docs/swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and bundle.mimetype == "text/javascript"
+    assert b"SwaggerUIBundle" in bundle.data and len(bundle.data) > 500_000
+    css = api.client.get("/docs/swagger-ui.css")
+    assert css.status_code == 200 and css.mimetype == "text/css" and b".swagger-ui" in css.data
+    init = api.client.get("/docs/init.js").get_data(as_text=True)
+    assert "validatorUrl: null" in init and "openapi.json" in init
 
 
 # --- over a real socket ----------------------------------------------------------------------
