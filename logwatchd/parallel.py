@@ -220,6 +220,12 @@ def _worker_main(wid: int, inq: Any, outq: Any, owner: int) -> None:
             outq.put((wid, msg[1] if kind == "chunk" else -1, "nospan", None))
         except TransientIOError as exc:  # the input changed since the parent hashed it
             outq.put((wid, msg[1] if kind == "chunk" else -1, "transient", str(exc)))
+        except (OSError, MemoryError) as exc:  # the host's or the file's trouble, not a bug:
+            # the parent raises it again as what it is, for errors.classify to decide.
+            errno_ = exc.errno if isinstance(exc, OSError) else None
+            filename = getattr(exc, "filename", None)
+            outq.put((wid, msg[1] if kind == "chunk" else -1, "oserror",
+                      (type(exc).__name__, errno_, str(exc), None if filename is None else str(filename))))
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
             outq.put((wid, msg[1] if kind == "chunk" else -1, "error",
                       f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
@@ -241,6 +247,15 @@ def _as_span(chunk: Chunk) -> Chunk:
         return Lines(chunk.first, b"", chunk.strip_bom, chunk.offset, chunk.origin,
                      len(chunk.data), zlib.crc32(chunk.data), chunk.fd)
     return chunk
+
+
+def _reraised(kind: str, errno_: int | None, text: str, filename: str | None) -> BaseException:
+    """A worker's OSError or MemoryError, as this process raises it again."""
+    if kind == "MemoryError":
+        return MemoryError(text)
+    if errno_ is None:
+        return OSError(f"in a worker: {text}")
+    return OSError(errno_, f"in a worker: {os.strerror(errno_)}", filename)
 
 
 class WorkerError(Exception):
@@ -348,6 +363,8 @@ class PoolRunner:
                 raise MalformedFile(*payload)
             if status == "transient":
                 raise TransientIOError(payload)
+            if status == "oserror":
+                raise _reraised(*payload)
             if status == "error":
                 raise WorkerError(payload)
             if status == "nospan":

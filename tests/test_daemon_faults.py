@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -204,3 +205,35 @@ def test_a_failure_after_commit_is_finished_not_counted_again(env: Env) -> None:
     counters = dict(con.execute("SELECT name, n FROM counters"))
     assert counters["files_ok"] == 1 and counters["files_duplicate"] == 0, json.dumps(counters)
     assert (env.path("archive") / f"date={day}" / "a.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_disk_full_in_a_worker_process_pauses_intake_and_counts_no_attempt(tmpfs_env: Env) -> None:
+    """ENOSPC met by a pool worker (a file of several chunks) is the host's trouble, as in the
+    main process: intake pauses, no attempt is counted, and the file is done once space returns."""
+    env = tmpfs_env
+    daemon_config(env, ingest={"max_attempts": 1, "chunk_bytes": 65536, "workers": 2})
+    stage = env.root / "stage"
+    stage.mkdir()
+    lines = [json.dumps({"timestamp": 1764000000 + i, "user_id": f"u{i}", "action": "login",
+                         "pad": os.urandom(48).hex()}) for i in range(9000)]
+    (stage / "big.jsonl").write_text("\n".join(lines) + "\n")  # ~1.1 MB, incompressible
+    d = DaemonProc(env)
+    try:
+        d.wait_ready()
+        ballast = fill(env.root / "ballast")
+        os.truncate(ballast, max(0, ballast.stat().st_size - 256 * 1024))
+        os.rename(stage / "big.jsonl", env.inbox / "big.jsonl")
+        [paused] = d.wait_event("intake_paused", timeout=60)
+        assert paused["file"] == "big.jsonl"
+        retries = d.wait_event("file_retry", count=2, timeout=60)
+        assert {r["disposition"] for r in retries} == {"pause"}, retries
+        assert not d.named("file_dead_lettered") and (env.inbox / "big.jsonl").exists()
+        ballast.unlink()
+        d.wait_event("intake_resumed", timeout=90)
+        d.wait_inbox_empty(timeout=90)
+        assert not d.named("file_dead_lettered")
+        assert_exactly_once(env, {"big.jsonl": 9000})
+        assert not list(env.root.rglob(".*.tmp"))
+    finally:
+        assert d.stop() == 0
