@@ -616,6 +616,7 @@ class RecordBatcher:
             local = ts.cast(pa.timestamp("us"))
         else:
             local = pc.local_timestamp(pc.cast(ts, pa.timestamp("us", tz=self.timezone_name)))
+            local = _future_rules(ts, local, self.zone)
         formatted = pc.floor_temporal(local, unit="second").cast(pa.timestamp("s")).cast(pa.string())
         dow = pc.take(pa.array(_DAY_NAMES), pc.day_of_week(local))
         day = pc.floor_temporal(local, unit="day").cast(pa.date32()).cast(pa.string())
@@ -632,6 +633,37 @@ class RecordBatcher:
                 "date": day,
             }
         )
+
+
+# Time-zone files list explicit transitions up to 2037 and a rule for the years after;
+# pyarrow's conversion follows the list only (summer time after 2037 is ignored), Python's
+# zoneinfo applies the rule too. Instants from here on are converted by zoneinfo.
+_RULES_FROM_US = 2114380800 * 1_000_000  # 2037-01-01T00:00:00Z
+
+
+def _future_rules(ts: pa.ChunkedArray | pa.Array, local: Any, zone: Any) -> Any:
+    """`local` with the instants from 2037 on converted by zoneinfo (usually none)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(ts, pa.ChunkedArray):
+        ts = ts.combine_chunks()
+    if isinstance(local, pa.ChunkedArray):
+        local = local.combine_chunks()
+    us = ts.cast(pa.int64())
+    late = pc.greater_equal(us, _RULES_FROM_US)
+    if not pc.any(late).as_py():
+        return local
+    fixed = []
+    for u in pc.filter(us, late).to_pylist():
+        try:
+            moment = _EPOCH + timedelta(microseconds=u)
+            offset = moment.astimezone(zone).utcoffset() or timedelta(0)
+            fixed.append(u + (offset // timedelta(microseconds=1)))
+        except (OverflowError, ValueError):  # past 9999 in local time: refused earlier
+            fixed.append(u)
+    values = pa.array(fixed, pa.int64()).cast(pa.timestamp("us"))
+    return pc.replace_with_mask(local, late, values)
 
 
 def _counts(table: pa.Table) -> dict[tuple[str, str], int]:

@@ -243,3 +243,38 @@ def test_counts_per_date_and_action_small_and_large(n: int) -> None:
     table, res = b.process_lines(data.encode(), 1)
     assert res.counts == dict(Counter(zip(table["date"].to_pylist(), table["action"].to_pylist())))
     assert sum(res.counts.values()) == n
+
+
+@pytest.mark.parametrize("zone_name", ["America/New_York", "Europe/Berlin", "Australia/Lord_Howe",
+                                       "Asia/Kolkata"])
+def test_local_time_agrees_with_zoneinfo_in_every_century(zone_name: str) -> None:
+    """Formatted time, day of week and partition date equal zoneinfo's for instants from 1900
+    to 9999, summer time after 2037 included (the zone files' rule, not only their list)."""
+    import random
+    import zoneinfo
+
+    zone = zoneinfo.ZoneInfo(zone_name)
+    rng = random.Random(zone_name)
+    seconds = [rng.randrange(-2208988800, 253402214400) for _ in range(3000)]
+    seconds += [2161830600 + i * 1800 for i in range(96)]  # around 2038-07-04, every 30 min
+    data = "".join(json.dumps({"timestamp": s, "user_id": "u", "action": "a"}) + "\n"
+                   for s in seconds).encode()
+    for n in (len(seconds), 120):  # the column-wise path and the small-file path
+        table, _ = RecordBatcher("f", zone_name, "x", 1 << 20).process_lines(
+            b"".join(data.splitlines(keepends=True)[:n]), 1)
+        assert table is not None
+        for row in table.to_pylist():
+            local = row["ts"].astimezone(zone)
+            assert (row["timestamp"], row["day_of_week"], row["date"]) == (
+                local.strftime("%Y-%m-%d %H:%M:%S"), local.strftime("%A"),
+                local.date().isoformat()), row["ts"]
+
+
+def test_a_naive_summer_time_after_2037_comes_back_as_written() -> None:
+    """A naive 2038 summer time read in New York is formatted back as written."""
+    data = b'{"timestamp": "2038-07-04T00:30:00", "user_id": "u", "action": "a"}\n'
+    table, _ = RecordBatcher("f", "America/New_York", "x", 1 << 20).process_lines(data, 1)
+    assert table is not None
+    [row] = table.to_pylist()
+    assert (row["timestamp"], row["day_of_week"], row["date"]) == (
+        "2038-07-04 00:30:00", "Sunday", "2038-07-04")
