@@ -35,6 +35,7 @@ PENDING_JOURNAL = "pending_journal"        # committed moves not yet carried out
 COUNT_MISMATCH = "count_mismatch"          # daily_counts differ from the dataset's rows
 COUNTER_MISMATCH = "counter_mismatch"      # records_valid / records_errors differ from the outputs
 UNKNOWN_ARCHIVED_INPUT = "unknown_archived_input"  # an archived file whose content the ledger never saw
+LEDGER_CORRUPT = "ledger_corrupt"          # SQLite's integrity check fails: nothing else is trusted
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,9 @@ def verify(config: Config) -> list[Problem]:
     """Every disagreement between the ledger, the files on disk and the archive."""
     conn = open_read_only(config.paths.ledger)
     try:
+        corrupt = _check_integrity(conn)
+        if corrupt:  # the other checks would read a damaged file: its verdict comes first
+            return corrupt
         problems: list[Problem] = []
         problems += _check_journal(config, conn)
         live = _live_outputs(config, conn)
@@ -66,6 +70,18 @@ def verify(config: Config) -> list[Problem]:
         return problems
     finally:
         conn.close()
+
+
+def _check_integrity(conn: sqlite3.Connection) -> list[Problem]:
+    """SQLite's full integrity check of the ledger (every page, index and constraint)."""
+    try:
+        found = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+    except sqlite3.DatabaseError as exc:
+        return [Problem(LEDGER_CORRUPT, f"the ledger cannot be checked: {exc}")]
+    if found == ["ok"]:
+        return []
+    return [Problem(LEDGER_CORRUPT, f"the ledger fails SQLite's integrity check: {line}")
+            for line in found[:20]]
 
 
 def open_read_only(path: Path) -> sqlite3.Connection:

@@ -121,3 +121,19 @@ def test_without_a_ledger_verify_says_so_and_exits_1(env: Env) -> None:
     proc = env.cli("verify", check=False)
     assert proc.returncode == 1 and "no ledger" in proc.stderr
     assert not (env.path("state") / "ledger.sqlite3").exists()
+
+
+@pytest.mark.parametrize("page", [2, 3, -1])
+def test_a_damaged_ledger_page_is_reported_as_ledger_corrupt(done: Env, page: int) -> None:
+    """One overwritten 4 KiB page of the ledger (second, third or last) is `ledger_corrupt`, exit 1."""
+    path = done.path("state") / "ledger.sqlite3"
+    done.cli("compact")  # folds the WAL into the file, so the damage is in what is read
+    size = path.stat().st_size
+    pages = size // 4096
+    assert pages >= 3
+    offset = (pages - 1 if page == -1 else page - 1) * 4096
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(bytes(range(256)) * 16)
+    code, lines = verify(done)
+    assert code == 1 and lines and all(line.startswith("ledger_corrupt:") for line in lines), lines
