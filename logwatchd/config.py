@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import ipaddress
 import functools
 import json
 import math
@@ -70,11 +71,24 @@ def _listen(v: str) -> str | None:
     host, sep, port = v.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         return 'must be "HOST:PORT", e.g. "127.0.0.1:8000"'
+    # The endpoint has no authentication: it answers on loopback only (SPEC §1).
+    name = host.strip("[]")
+    try:
+        loopback = ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        loopback = name == "localhost"
+    if not loopback:
+        return f"must be a loopback address (127.0.0.1, [::1] or localhost), not {name!r}"
     return None
 
 
 def _patterns(v: tuple[str, ...]) -> str | None:
-    return None if v and all(v) else "must be a non-empty list of non-empty glob patterns"
+    if not v or not all(v):
+        return "must be a non-empty list of non-empty glob patterns"
+    bad = [p for p in v if "/" in p or "\0" in p]
+    if bad:
+        return f"patterns match file names in the inbox, never paths: {bad[0]!r} has a '/'"
+    return None
 
 
 def _key(check: Callable[[Any], str | None] | None = None, doc: str = "",

@@ -132,12 +132,12 @@ def sidecar_of(path: Path) -> Path:
     return path.with_name(path.name + REASON_SUFFIX)
 
 
-def free_name(directory: Path, name: str, tag: str | None) -> Path:
+def free_name(directory: Path, name: str, tag: str | None, limit: int = KEPT_NAME_MAX) -> Path:
     """A name in `directory` that neither exists nor has a sidecar, and fits NAME_MAX with
     its sidecar's staging name: `name` itself when it can be, else the name tagged before
     its first suffix (`a.<tag>.jsonl.gz`, cut when too long), so a replay still matches
     the inbox patterns."""
-    if len(os.fsencode(name)) <= KEPT_NAME_MAX and _free(directory / name):
+    if len(os.fsencode(name)) <= limit and _free(directory / name):
         return directory / name
     tag = (tag or f"{time.time_ns():x}")[:12]
     dot = name.find(".", 1)

@@ -27,6 +27,7 @@ from .config import Config
 from .durable import (
     free_name,
     is_staging_name,
+    sha256_file,
     sha256_stream,
     sidecar_of,
     staged_name,
@@ -263,7 +264,7 @@ class Pipeline:
         """The moves that set an inbox entry aside with its reason: a staged sidecar, then
         the entry itself, both to names that overwrite nothing."""
         target = free_name(directory, path.name, sha)
-        doc = _reason_json(reason, detail, now, sha, display_name(path.name))
+        doc = _reason_json(reason, detail, now, sha, path.name)
         staged = write_staged(sidecar_of(target), doc)
         return [Move(staged, sidecar_of(target), keep=True),
                 Move(path, target, None, ident, keep=True)]
@@ -277,7 +278,9 @@ class Pipeline:
             raise FileVanished(f"{display_name(path.name)} is gone")
         commit = Commit("", display_name(path.name), outcome, reason=reason,
                         attempt=self.attempt_key(path))
-        commit.moves = self._aside_moves(path, ident, None, directory, reason, detail, now)
+        # A dead-lettered file's content is named when it can be read (a refused entry never is).
+        sha = sha256_file(path, self.progress) if outcome == "dead_lettered" else None
+        commit.moves = self._aside_moves(path, ident, sha, directory, reason, detail, now)
         self._apply(commit, now)
 
     def dead_letter(self, path: Path, reason: str, detail: str) -> None:
@@ -296,8 +299,14 @@ def _failpoint(name: str) -> None:
         raise RuntimeError(f"failpoint {FAILPOINT_ENV} matched {name!r}")
 
 
-def _reason_json(reason: str, detail: str, now: datetime, sha: str | None, file: str) -> bytes:
-    doc: dict[str, Any] = {"reason": reason, "detail": detail, "at": utc_iso(now), "file": file}
+def _reason_json(reason: str, detail: str, now: datetime, sha: str | None, name: str) -> bytes:
+    """The sidecar: why, when, and the name as dropped (`file`; its bytes in hex as
+    `file_bytes` when they are not UTF-8), which replay gives the file back."""
+    doc: dict[str, Any] = {"reason": reason, "detail": detail, "at": utc_iso(now),
+                           "file": display_name(name)}
+    raw = os.fsencode(name)
+    if doc["file"].encode() != raw:
+        doc["file_bytes"] = raw.hex()
     if sha:
         doc["sha256"] = sha
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"

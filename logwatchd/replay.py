@@ -14,6 +14,7 @@ up), so it does not take the daemon's state lock. It takes its own short lock,
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from .config import Config
-from .durable import ensure_dir, free_name, keep, sha256_file, sync_dirs
+from .durable import NAME_MAX, ensure_dir, free_name, keep, sha256_file, sync_dirs
 from .ledger import Ledger
 from .runtime import data_dirs
 
@@ -105,13 +106,30 @@ def _replay_one(config: Config, ledger: Ledger, directory: Path, source: str, na
     if sha is not None:
         ledger.forget(sha)  # first: a crash after this leaves the file where it was
     synced: set[Path] = {directory, config.paths.inbox}
-    # Never over a producer's file: a taken name (now or meanwhile) gets a tag.
-    target = keep(entry, free_name(config.paths.inbox, name, sha), synced, sha)
     sidecar = directory / (name + REASON_SUFFIX)
+    # Back under the name it was dropped with (kept under a tagged or shortened one when that
+    # was taken or too long), never over a producer's file: a taken name gets a tag.
+    original = _dropped_as(sidecar) or name
+    target = keep(entry, free_name(config.paths.inbox, original, sha, limit=NAME_MAX), synced, sha)
     if os.path.lexists(sidecar):
         os.unlink(sidecar)
     sync_dirs(synced)
     return Replayed(name, target=target)
+
+
+def _dropped_as(sidecar: Path) -> str | None:
+    """The name the sidecar says its file was dropped with, if it says and it is a name."""
+    try:
+        doc = json.loads(sidecar.read_bytes())
+        raw = bytes.fromhex(doc["file_bytes"]) if "file_bytes" in doc else doc["file"].encode()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    name = os.fsdecode(raw)
+    try:
+        check_name(name)
+    except BadName:
+        return None
+    return name
 
 
 def _acquire_replay_lock(config: Config) -> IO[bytes]:

@@ -180,3 +180,20 @@ def test_the_http_process_ends_with_a_killed_daemon_so_a_restart_can_listen(env:
         assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
     finally:
         assert again.stop() == 0
+
+
+def test_a_port_in_use_fails_start_up_before_any_file_is_taken(env: Env) -> None:
+    """With api.listen taken by another program, `run` exits 1 (startup_failed) and leaves the
+    backlog in the inbox: a restart loop does no work it cannot finish."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        daemon_config(env, api=True, api_settings={"listen": f"127.0.0.1:{port}"})
+        drop(env, "waiting.jsonl", records("w", 3))
+        d = DaemonProc(env)
+        assert d.proc.wait(60) == 1
+        d.stop()
+    [failed] = d.named("startup_failed")
+    assert str(port) in failed["error"]
+    assert (env.inbox / "waiting.jsonl").exists() and not d.named("file_processed")

@@ -114,3 +114,43 @@ def test_refused_entries_are_counted_in_stats_and_the_ledger(env: Env) -> None:
     assert target.read_text() == jsonl(VALID), "the target of a link is never touched"
     q = env.path("quarantine")
     assert (q / "link.jsonl").is_symlink() and (q / "hard.jsonl").stat().st_nlink == 2
+
+
+def test_replay_gives_a_file_back_under_the_name_it_was_dropped_with(env: Env) -> None:
+    """A file kept under a tagged name (its name was taken) or a shortened one (too long to
+    carry a sidecar) comes back from replay under its own name, bytes included."""
+    long_name = "L" * 245 + ".jsonl"
+    odd = os.fsdecode(b"odd-\xff.jsonl")
+    for name, content in (("q.jsonl", b"first"), ("q.jsonl", b"second"), (long_name, b"long"),
+                          (odd, b"odd")):
+        env.process(write(env.inbox / name, b"\x00 not json: " + content))
+    q = env.path("quarantine")
+    [tagged] = [p.name for p in q.iterdir() if p.name.startswith("q.") and p.name != "q.jsonl"
+                and not p.name.endswith(".reason.json")]
+    [short] = [p.name for p in q.iterdir() if p.name.startswith("L")
+               and not p.name.endswith(".reason.json")]
+    assert len(short.encode()) < len(long_name)
+    (q / "q.jsonl").unlink()  # the first one gone: its name is free in the inbox
+    (q / "q.jsonl.reason.json").unlink()
+    env.cli("replay", "quarantine", tagged, short)
+    env.cli("replay", "quarantine")
+    names = {p.name: p.read_bytes() for p in env.inbox.iterdir()}
+    assert names == {"q.jsonl": b"\x00 not json: second", long_name: b"\x00 not json: long",
+                     odd: b"\x00 not json: odd"}
+
+
+def test_a_dead_lettered_file_names_its_content(env: Env) -> None:
+    """A dead-letter sidecar carries the SHA-256 of the file it explains."""
+    import hashlib
+
+    daemon_config(env, ingest={"max_attempts": 1})
+    d = DaemonProc(env, {"LOGWATCHD_FAILPOINT_PROCESS": "poison*"})
+    try:
+        d.wait_ready()
+        staged = write(env.base / "staged", jsonl(VALID))
+        os.rename(staged, env.inbox / "poison.jsonl")
+        d.wait_event("file_dead_lettered", timeout=30)
+    finally:
+        assert d.stop() == 0
+    doc = json.loads((env.path("dead-letter") / "poison.jsonl.reason.json").read_text())
+    assert doc["sha256"] == hashlib.sha256(jsonl(VALID).encode()).hexdigest()
