@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import ipaddress
 import functools
+import ipaddress
 import json
 import math
 import os
