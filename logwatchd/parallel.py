@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import MalformedFile, TransientIOError
 from .reader import Chunk, Lines, LongLine, is_span, own_span_fd, read_span
-from .records import ChunkResult, RecordBatcher, RecordError, split_by_date
+from .records import ChunkResult, RecordBatcher, RecordError
 from .writers import PartitionedParquet, parquet_schema
 
 if TYPE_CHECKING:  # imported by the processes that build columns, never by the coordinator
@@ -79,8 +79,7 @@ class ChunkSink:
         except RecordError as exc:  # only raised for array elements
             raise MalformedFile("invalid_array", f"an array element is not JSON: {exc}") from None
         if table is not None:
-            for day, part in split_by_date(table):
-                self.parquet.write(day, part)
+            self.parquet.write_chunk(table)
         return res
 
     def _lines(self, chunk: Lines) -> tuple[pa.Table | None, ChunkResult]:

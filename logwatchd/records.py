@@ -681,15 +681,39 @@ def _counts(table: pa.Table) -> dict[tuple[str, str], int]:
     }
 
 
-def split_by_date(table: pa.Table) -> Iterable[tuple[str, pa.Table]]:
-    """(date, rows without the partition column) for each event date in the table."""
+def group_by_date(table: pa.Table) -> tuple[pa.Table, list[tuple[str, int, int]]]:
+    """The rows (without the partition column) in date order, and (date, start, rows) per date.
+
+    One pass whatever the number of dates: the dates are dictionary-encoded, the rows put
+    in date order by one stable sort (the rows of a date keep their line order) and one
+    `take`; a table of one date is returned as it is.
+    """
     import pyarrow.compute as pc
 
-    dates = table["date"]
-    unique = pc.unique(dates).to_pylist()
-    for d in unique:
-        part = table if len(unique) == 1 else table.filter(pc.equal(dates, d))
-        yield d, part.drop_columns(["date"])
+    encoded = pc.dictionary_encode(table["date"]).combine_chunks()
+    days = encoded.dictionary.to_pylist()
+    rows = table.drop_columns(["date"])
+    if len(days) <= 1:
+        return rows, [(days[0], 0, rows.num_rows)] if days else []
+    codes = encoded.indices
+    counts = [0] * len(days)
+    for item in pc.value_counts(codes).to_pylist():
+        counts[item["values"]] = item["counts"]
+    ordered = rows.take(pc.sort_indices(codes))
+    ranges = []
+    start = 0
+    for day, n in zip(days, counts):
+        ranges.append((day, start, n))
+        start += n
+    return ordered, ranges
+
+
+def split_by_date(table: pa.Table) -> Iterable[tuple[str, pa.Table]]:
+    """(date, rows without the partition column) for each event date in the table: zero-copy
+    slices of one sorted table (`group_by_date`), which each keep that whole table alive."""
+    ordered, ranges = group_by_date(table)
+    for day, start, n in ranges:
+        yield day, ordered.slice(start, n)
 
 
 def utc_now() -> datetime:

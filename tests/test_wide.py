@@ -1,0 +1,179 @@
+"""Wide inputs (a file spanning hundreds or thousands of event dates): bounded open files and
+memory, few files per date, row groups that are not tiny, and outputs that still compact."""
+
+from __future__ import annotations
+
+import random
+import resource
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import Env
+
+from logwatchd.records import clean_schema
+from logwatchd.writers import PartitionedParquet
+
+START = 1_704_067_200  # 2024-01-01T00:00:00Z
+ACTIONS = ["login", "logout", "view", "click"]
+
+
+def wide_file(path: Path, records: int, days: int, seed: int = 7) -> Path:
+    """`records` valid JSON lines, event times uniformly at random over `days` days, mixed forms."""
+    rng = random.Random(seed)
+    offsets = ["Z", "+05:30", "-08:00", "+01:00"]
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(records):
+            t = START + rng.randrange(days * 86400)
+            if i % 3 == 0:
+                ts = str(t)
+            else:  # a UTC instant written with Z (the offsets others are in the epoch lines)
+                ts = f'"{time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t))}{offsets[0]}"'
+            fh.write(f'{{"timestamp":{ts},"user_id":"u{i % 977}","action":"{ACTIONS[i % 4]}",'
+                     f'"city":"Zürich","n":{i}}}\n')
+    return path
+
+
+def files_per_date(clean: Path) -> Counter[str]:
+    return Counter(f.parent.name for f in clean.glob("date=*/*.parquet"))
+
+
+def configure(env: Env) -> None:
+    env.write_config(ingest={"workers": 2, "chunk_bytes": 1 << 20})
+
+
+def run_process(env: Env, src: Path, nofile: int | None = None) -> tuple[subprocess.CompletedProcess[str], int]:
+    """`logwatchd process SRC` with an optional RLIMIT_NOFILE; also the peak PSS (bytes) of its tree."""
+    def limit() -> None:
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    cmd = [sys.executable, "-m", "logwatchd", "process", "-c", str(env.config), str(src)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=limit, cwd=env.base)  # noqa: PLW1509 - only setrlimit
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        root = psutil.Process(proc.pid)
+        while not done.is_set():
+            try:
+                tree = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                return
+            total = 0
+            for p in tree:
+                try:
+                    total += p.memory_full_info().pss
+                except psutil.Error:
+                    pass
+            peak[0] = max(peak[0], total)
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=sample)
+    thread.start()
+    out, err = proc.communicate(timeout=600)
+    done.set()
+    thread.join()
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), peak[0]
+
+
+@pytest.fixture(scope="module")
+def ten_years(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return wide_file(tmp_path_factory.mktemp("wide") / "decade.jsonl", 300_000, 3650)
+
+
+@pytest.mark.slow
+def test_ten_years_under_ulimit_1024(env: Env, ten_years: Path) -> None:
+    """300k records over 3,650 dates under `ulimit -n 1024`: ok, every row once, few files per date, small tree."""
+    configure(env)
+    proc, peak = run_process(env, ten_years, nofile=1024)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert '"status":"ok"' in proc.stdout.replace(" ", "")
+    table = pq.read_table(env.path("clean"), columns=["source_line"])
+    lines = table["source_line"].to_pylist()
+    assert len(lines) == 300_000 and len(set(lines)) == 300_000
+    per_date = files_per_date(env.path("clean"))
+    assert len(per_date) >= 3640
+    assert max(per_date.values()) <= 2 * 4, per_date.most_common(3)
+    assert peak < 700 << 20, f"peak PSS of the process tree {peak >> 20} MB"
+    assert env.cli("verify").returncode == 0
+
+
+@pytest.mark.slow
+def test_one_year_few_files_per_date_and_real_row_groups(env: Env, tmp_path: Path) -> None:
+    """120k records over 366 dates: at most one file per worker and date, one row group per file."""
+    configure(env)
+    src = wide_file(tmp_path / "year.jsonl", 120_000, 366)
+    [summary] = env.process(src)
+    assert summary["status"] == "ok" and summary["valid"] == 120_000
+    per_date = files_per_date(env.path("clean"))
+    assert len(per_date) == 366 and max(per_date.values()) <= 2
+    sizes = []
+    for f in env.path("clean").glob("date=*/*.parquet"):
+        md = pq.ParquetFile(f).metadata
+        assert md.num_row_groups == 1, f
+        sizes.append(md.row_group(0).num_rows)
+    assert sorted(sizes)[len(sizes) // 2] >= 100, "median rows per row group"
+    rows = env.clean_rows()
+    assert [r["source_line"] for r in rows] == list(range(1, 120_001))
+
+
+@pytest.mark.slow
+def test_wide_outputs_compact(env: Env, tmp_path: Path) -> None:
+    """Five inputs over 30 dates: compaction merges each date's parts; rows, verify and rebuild agree."""
+    configure(env)
+    srcs = [wide_file(tmp_path / f"w{i}.jsonl", 12_000, 30, seed=i) for i in range(5)]
+    for s in srcs:
+        [summary] = env.process(s)
+        assert summary["status"] == "ok"
+    before = sorted((r["source_file"], r["source_line"], r["ts"]) for r in env.clean_rows())
+    assert max(files_per_date(env.path("clean")).values()) >= 4
+    env.cli("compact")
+    assert max(files_per_date(env.path("clean")).values()) == 1
+    after = sorted((r["source_file"], r["source_line"], r["ts"]) for r in env.clean_rows())
+    assert after == before
+    assert env.cli("verify").returncode == 0
+
+
+def test_writer_bounded_open_files_and_part_names(tmp_path: Path) -> None:
+    """With two open writers and a tiny buffer, dates go to numbered parts; every row is written once; abort removes all."""
+    schema = clean_schema()
+    rows = 40
+
+    def table(day: str, first: int) -> pa.Table:
+        return pa.table({
+            "timestamp": [f"{day} 00:00:00"] * rows,
+            "ts": pa.array([0] * rows, pa.timestamp("us", tz="UTC")),
+            "day_of_week": ["Monday"] * rows, "user_id": ["u"] * rows, "action": ["a"] * rows,
+            "attributes": [None] * rows, "source_file": ["f"] * rows,
+            "source_line": list(range(first, first + rows)),
+            "date": [day] * rows}, schema=schema.append(pa.field("date", pa.string())))
+
+    days = [f"2024-01-0{d}" for d in range(1, 6)]
+    w = PartitionedParquet(tmp_path / "clean", "stem-0", schema, buffer_bytes=1, max_open=2)
+    for rnd in range(3):
+        w.write_chunk(pa.concat_tables([table(d, 1000 * rnd + 100 * i) for i, d in enumerate(days)]))
+        assert len(w._open) <= 2
+    parts = w.close()
+    names = {p.name for _d, p, _r, _b in parts}
+    assert "stem-0.parquet" in names and "stem-0-1.parquet" in names
+    assert sum(r for _d, _p, r, _b in parts) == 3 * 5 * rows
+    got = []
+    for _day, final, n, size in parts:
+        staged = final.with_name(f".{final.name}.tmp")
+        assert staged.stat().st_size == size and pq.ParquetFile(staged).metadata.num_rows == n
+        got += pq.read_table(staged)["source_line"].to_pylist()
+    assert sorted(got) == sorted(1000 * r + 100 * i + k for r in range(3) for i in range(5) for k in range(rows))
+
+    w = PartitionedParquet(tmp_path / "clean2", "stem-1", schema, buffer_bytes=1, max_open=2)
+    w.write_chunk(pa.concat_tables([table(d, 0) for d in days]))
+    w.abort()
+    assert not [p for p in (tmp_path / "clean2").rglob("*") if p.is_file()]
