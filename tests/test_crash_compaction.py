@@ -164,6 +164,8 @@ def assert_exactly_once_at_rest(env: Env, expected: dict[str, int], context: str
                if p.is_file() and not p.name.startswith(".")}
     assert live == on_disk, f"{context}: catalog and disk differ: {sorted(live ^ on_disk)[:4]}"
     assert list(env.root.rglob(".*.tmp")) == [], f"{context}: staging files left behind"
+    check = env.cli("verify", check=False)
+    assert check.returncode == 0, f"{context}: verify found {check.stdout}"
 
 
 def configure(env: Env) -> None:

@@ -82,3 +82,5 @@ def test_sigkill_at_random_points_then_rerun_gives_every_line_exactly_once(env: 
     assert con.execute("SELECT count(*) FROM inputs").fetchone()[0] == len(expected)
     leftovers = [p for p in env.root.rglob(".*.tmp")]
     assert leftovers == [], f"seed={seed}: staging files left behind"
+    check = env.cli("verify", check=False)
+    assert check.returncode == 0, f"seed={seed}: verify found {check.stdout}"

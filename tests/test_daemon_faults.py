@@ -175,6 +175,8 @@ def test_sigkill_during_a_steady_stream_eight_times(env: Env) -> None:
     # Read at rest: with compaction every second, files come and go while the daemon runs.
     assert_exactly_once(env, expected)
     assert_ledger_consistent(env)
+    check = env.cli("verify", check=False)
+    assert check.returncode == 0, f"seed={seed}: verify found {check.stdout}"
     assert not list(env.root.rglob(".*.tmp")), f"seed={seed}: staged files left behind"
     assert any(p.name.startswith("compacted-") for p in env.path("clean").rglob("*.parquet")), \
         "compaction ran during the test"
