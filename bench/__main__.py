@@ -360,8 +360,8 @@ def _side(v: dict[str, Any]) -> str:
 
 def table_rows(res: dict[str, Any]) -> list[tuple[str, str]]:
     m = res["machine"]
-    rows: list[tuple[str, str]] = [("machine", f"{m['cores']} cores, {m['cpu']}; load avg at start "
-                                               f"{m['load_avg_at_start'][0]}")]
+    rows: list[tuple[str, str]] = [("machine", (f"{m['cores']} cores, {m['cpu']}; load avg at start "
+                                               f"{m['load_avg_at_start'][0]}"))]
     for name, tp in res["throughput"].items():
         head = f"{name}: {tp['lines']:,} lines ({tp['bytes'] / 1e6:.0f} MB), median of {tp['runs']}"
         rows.append((head, ""))
@@ -376,8 +376,8 @@ def table_rows(res: dict[str, Any]) -> list[tuple[str, str]]:
             for side in ("logwatchd", "duckdb"):
                 c = tp[side]["counts"]
                 if not (tp["counts_agree"] and tp["reasons_agree"]) or side == "logwatchd":
-                    rows.append((f"    {side}", f"valid {c.get('valid', 0):,} errors {c.get('errors', 0):,} "
-                                                f"{c.get('reasons')}"))
+                    rows.append((f"    {side}", (f"valid {c.get('valid', 0):,} errors {c.get('errors', 0):,} "
+                                                f"{c.get('reasons')}")))
         for side in ("logwatchd", "duckdb"):
             if "failed" in tp.get(side, {}):
                 rows.append((f"  {side} failed", tp[side]["failed"][:300].replace("\n", " ")))

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .workload import write_jsonl
+from .workload import ONE_DAY_T0, write_jsonl
 
 
 @dataclass
@@ -140,7 +140,7 @@ def make_files(staging: Path, count: int, records: int | tuple[int, int], prefix
     for i in range(count):
         n = records if isinstance(records, int) else rng.randint(*records)
         out.append(write_jsonl(staging / f".{prefix}-{i:05d}.jsonl.tmp", n, seed=seed + i,
-                               **({"t0": t0} if t0 is not None else {})))
+                               t0=ONE_DAY_T0 if t0 is None else t0))
     return out
 
 

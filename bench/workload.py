@@ -38,6 +38,7 @@ _SPANS = {
     "one-year": (int(_dt.datetime(2024, 1, 1, tzinfo=_dt.UTC).timestamp()), 366 * 86400),
     "ten-year": (int(_dt.datetime(2015, 1, 1, tzinfo=_dt.UTC).timestamp()), 3650 * 86400),
 }
+ONE_DAY_T0 = 1_764_000_000  # 2025-11-24T16:00:00Z, where the one-day spread starts
 DATES = {"one-day": 2, "one-year": 366, "ten-year": 3650}  # dates a large file touches
 _OFFSETS = [0, 0, 60, -300, 330, -480, 540, 840, -720, 345, -210, 120, -60, 600]  # minutes
 _CITIES = ["München", "São Paulo", "Kraków", "東京", "Zürich", "Αθήνα", "Москва", "القاهرة",
