@@ -451,8 +451,14 @@ def main(argv: list[str] | None = None) -> int:
         res["latency"] = {"skipped": "--skip-daemon"}
     else:
         print("daemon latency, compaction running:", flush=True)
-        res["latency"] = latency(args)
-    res["compaction"] = {"skipped": "--skip-compaction"} if args.skip_compaction else compaction()
+        try:  # a failure here must not lose the figures measured before it
+            res["latency"] = latency(args)
+        except Exception as exc:  # noqa: BLE001 - reported in the table and the JSON
+            res["latency"] = {"skipped": f"failed: {exc!r}"}
+    try:
+        res["compaction"] = {"skipped": "--skip-compaction"} if args.skip_compaction else compaction()
+    except Exception as exc:  # noqa: BLE001 - as above
+        res["compaction"] = {"skipped": f"failed: {exc!r}"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2, default=str) + "\n")
     print_table(res)
