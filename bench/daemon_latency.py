@@ -1,17 +1,23 @@
 """Drop-to-committed latency of small files through the running daemon (`logwatchd run`).
 
-Small files (100 records each, distinct content) are written beforehand under hidden
+Small files (a fixed number of records, or a number drawn per file from a range such as
+50–300; distinct content; event time "now", so `/logins_today` counts them) are written beforehand under hidden
 temporary names inside the inbox (which the daemon ignores) and renamed to their real
 names at a steady rate: the producer protocol of SPEC §4, so no settle time applies. A file counts as committed at the first
 of: its `file_processed` log line on the daemon's stdout, or its appearance in the archive
 (the archive rename is part of the commit). While the daemon runs, the HTTP load of
-`bench.http_load` can be measured against it, with files still arriving.
+`bench.http_load` can be measured against it, with files still arriving, or run in a
+process of its own for the whole stream (`start_http_load` / `finish_http_load`: wrk when
+installed, else the Python client in a separate interpreter), so the latency is measured
+with the endpoint under load.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
+import shutil
 import socket
 import statistics
 import subprocess
@@ -24,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .workload import write_jsonl
+from .workload import ONE_DAY_T0, write_jsonl
 
 
 @dataclass
@@ -120,11 +126,22 @@ def start_daemon(root: Path, timeout: float = 30.0, config_extra: str = "",
     return f"`logwatchd run` logged no daemon_started within {timeout:.0f} s"
 
 
-def make_files(staging: Path, count: int, records: int, prefix: str, seed: int) -> list[Path]:
-    """Distinct small files (no two alike, so dedupe never hides one), written before timing."""
+def make_files(staging: Path, count: int, records: int | tuple[int, int], prefix: str, seed: int,
+               t0: int | None = None) -> list[Path]:
+    """Distinct small files (no two alike, so dedupe never hides one), written before timing.
+
+    `records` is the number of lines of each file, or (lo, hi): a number drawn per file
+    (seeded). `t0` is the event time of the files' first records (default: the bench's
+    one-day workload, 2025-11-24).
+    """
     staging.mkdir(parents=True, exist_ok=True)
-    return [write_jsonl(staging / f".{prefix}-{i:05d}.jsonl.tmp", records, seed=seed + i)
-            for i in range(count)]
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        n = records if isinstance(records, int) else rng.randint(*records)
+        out.append(write_jsonl(staging / f".{prefix}-{i:05d}.jsonl.tmp", n, seed=seed + i,
+                               t0=ONE_DAY_T0 if t0 is None else t0))
+    return out
 
 
 def drop_at_rate(files: Iterable[Path], inbox: Path, rate: float,
@@ -158,10 +175,12 @@ def _archived(root: Path) -> dict[str, float]:
     return seen
 
 
-def measure_latency(d: Daemon, files: int = 300, rate: float = 20.0, records: int = 100,
-                    timeout: float = 60.0) -> dict[str, Any]:
-    """Drops `files` files of `records` lines at `rate`/s; median and p99 of drop-to-committed."""
-    batch = make_files(d.inbox, files, records, "lat", seed=10_000)
+def measure_latency(d: Daemon, files: int = 300, rate: float = 20.0,
+                    records: int | tuple[int, int] = 100, timeout: float = 60.0,
+                    prefix: str = "lat", seed: int = 10_000, t0: int | None = None) -> dict[str, Any]:
+    """Drops `files` files of `records` lines (or lo–hi) at `rate`/s; median and p99 of drop-to-committed."""
+    batch = make_files(d.inbox, files, records, prefix, seed=seed, t0=t0)
+    compactions_before = d.counts["compaction_done"]
     archived: dict[str, float] = {}
     done = threading.Event()
 
@@ -191,13 +210,49 @@ def measure_latency(d: Daemon, files: int = 300, rate: float = 20.0, records: in
             missing += 1
     lat.sort()
     return {
-        "files": len(dropped), "records_per_file": records, "rate_per_s": rate,
+        "files": len(dropped),
+        "records_per_file": records if isinstance(records, int) else f"{records[0]}-{records[1]}",
+        "rate_per_s": rate,
         "committed": len(lat), "missing": missing,
         "median_ms": round(statistics.median(lat), 2) if lat else None,
         "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 2) if lat else None,
         "max_ms": round(lat[-1], 2) if lat else None,
+        "p90_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.90))], 2) if lat else None,
         "from_log_lines": sum(1 for n in dropped if n in d.events),
+        "compaction_done_events": d.counts["compaction_done"] - compactions_before,
+        "compaction_failed_events": d.counts["compaction_failed"],
     }
+
+
+def start_http_load(base_url: str, seconds: float, connections: int = 8,
+                    client: str = "auto") -> tuple[subprocess.Popen[bytes], str]:
+    """GET /logins_today as fast as it answers, from a process of its own; (process, client).
+
+    wrk when installed (a C client), else `python -m bench.http_load --client python` in a
+    separate interpreter: either way the load takes none of this process's interpreter lock.
+    """
+    chosen = "wrk" if client == "wrk" or (client == "auto" and shutil.which("wrk")) else "python"
+    cmd = [sys.executable, "-m", "bench.http_load", base_url, "--connections", str(connections),
+           "--seconds", str(seconds), "--client", chosen]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=Path(__file__).resolve().parent.parent, start_new_session=True)
+    return proc, chosen
+
+
+def finish_http_load(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
+    """Waits for the load of start_http_load and returns what it measured (or why it failed)."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        return {"failed": "the HTTP load did not finish in time"}
+    if proc.returncode != 0:
+        return {"failed": f"exit {proc.returncode}: {err.decode('utf-8', 'replace')[-500:]}"}
+    try:
+        return dict(json.loads(out.decode().strip().splitlines()[-1]))
+    except (ValueError, IndexError):
+        return {"failed": f"unreadable output: {out[-500:]!r}"}
 
 
 def ingest_while(d: Daemon, rate: float, seconds: float, work: Callable[[], Any]) -> Any:

@@ -1,7 +1,10 @@
-"""Runs one command in a subprocess and measures it: wall time, peak RSS of its process tree, ru_maxrss.
+"""Runs one command in a subprocess and measures it: wall time, peak PSS and RSS of its process tree, ru_maxrss.
 
-The tree's RSS (the command, its worker processes, the forkserver) is summed every ~20 ms
-with psutil; `ru_maxrss` of the direct child comes from `wait4` for reference.
+Every ~20 ms the tree (the command, its worker processes, the forkserver, found with
+psutil) is sampled from `/proc/PID/smaps_rollup`: `Pss` summed over the processes is the
+tree's memory with shared pages counted once (a page shared by n processes counts 1/n in
+each), `Rss` summed counts them once per process (an upper bound). The peak of each sum
+is kept. `ru_maxrss` of the direct child comes from `wait4` for reference.
 """
 
 from __future__ import annotations
@@ -26,20 +29,37 @@ class RunResult:
     stdout: str
     stderr: str
     peak_tree_rss: int = 0            # bytes, summed over the tree, sampled
-    peak_procs: int = 0               # processes in the tree at the sampled peak
+    peak_procs: int = 0               # processes in the tree at the sampled PSS peak
+    peak_tree_pss: int = 0            # bytes, summed over the tree, sampled
     ru_maxrss: int = 0                # bytes, the direct child only
     samples: int = 0
     extra: dict = field(default_factory=dict)
 
 
+def smaps_rollup(pid: int) -> tuple[int, int]:
+    """(Pss, Rss) of one process in bytes, from /proc/PID/smaps_rollup; (0, 0) once it is gone."""
+    pss = rss = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Pss:"):
+                    pss = int(line.split()[1]) * 1024
+                elif line.startswith(b"Rss:"):
+                    rss = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass  # a process that just ended has no memory left to count
+    return pss, rss
+
+
 class _TreeSampler(threading.Thread):
-    """Samples the summed RSS of a process and all its descendants until stopped."""
+    """Samples the summed PSS and RSS of a process and all its descendants until stopped."""
 
     def __init__(self, pid: int, interval: float) -> None:
         super().__init__(daemon=True)
         self.pid = pid
         self.interval = interval
         self.peak = 0
+        self.peak_pss = 0
         self.peak_procs = 0
         self.samples = 0
         self._stop_event = threading.Event()
@@ -54,15 +74,15 @@ class _TreeSampler(threading.Thread):
                 procs = [root, *root.children(recursive=True)]
             except psutil.NoSuchProcess:
                 return
-            total = 0
+            total = total_pss = 0
             for p in procs:
-                try:
-                    total += p.memory_info().rss
-                except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
-                    pass  # a process that just ended has no memory left to count
+                pss, rss = smaps_rollup(p.pid)
+                total += rss
+                total_pss += pss
             self.samples += 1
-            if total > self.peak:
-                self.peak, self.peak_procs = total, len(procs)
+            self.peak = max(self.peak, total)
+            if total_pss > self.peak_pss:
+                self.peak_pss, self.peak_procs = total_pss, len(procs)
             self._stop_event.wait(self.interval)
 
     def stop(self) -> None:
@@ -104,6 +124,7 @@ def run_measured(cmd: Sequence[str], cwd: Path | None = None, sample_rss: bool =
     os.unlink(f"{out_path}.err")
     return RunResult(seconds, proc.returncode, stdout, stderr,
                      peak_tree_rss=sampler.peak if sampler else 0,
+                     peak_tree_pss=sampler.peak_pss if sampler else 0,
                      peak_procs=sampler.peak_procs if sampler else 0,
                      ru_maxrss=usage.ru_maxrss * 1024, samples=sampler.samples if sampler else 0)
 
