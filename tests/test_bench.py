@@ -23,6 +23,7 @@ pytest.importorskip("duckdb")
 
 @pytest.mark.slow
 def test_bench_tiny(tmp_path: Path) -> None:
+    """`python -m bench` on tiny sizes writes every part, and both sides agree reason by reason."""
     out = tmp_path / "latest.json"
     cmd = [sys.executable, "-m", "bench", "--workloads", ",".join(WORKLOADS), "--lines", "2000",
            "--big-lines", "0", "--runs", "1", "--latency-files", "10", "--rate", "10",
