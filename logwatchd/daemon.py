@@ -111,9 +111,9 @@ class Daemon:
         self._load_failing()
         self.watcher = InboxWatcher(cfg.paths.inbox, cfg.ingest, self.intake)
         self.worker = threading.Thread(target=self._work_loop, name="worker", daemon=True)
-        self._start_api()             # first: a port in use fails start-up before any file is taken
         self.watcher.start()          # the backlog is queued before any new arrival is taken
-        self.worker.start()
+        self._start_api()             # before the worker: a port in use fails start-up before
+        self.worker.start()           # any file is taken, and /healthz sees a running watcher
         self._start_scheduler()
         self.log.info(logs.DAEMON_STARTED, pid=os.getpid(), inbox=str(cfg.paths.inbox),
                       recovered=self.rt.recovered, removed_staging=self.rt.removed_staging,
