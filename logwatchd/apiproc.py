@@ -15,7 +15,6 @@ and the daemon starts a new one if it dies.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import threading
 import time
 import traceback
@@ -25,6 +24,7 @@ from typing import Any
 from . import logs
 from .config import Config
 from .metrics import Metrics, snapshot_of
+from .procs import context, die_with_parent
 
 PUBLISH_EVERY_S = 0.25       # a snapshot at least this often (ages, process_* series)
 PUBLISH_GAP_S = 0.02         # and at most this often, however fast files are done
@@ -70,6 +70,7 @@ def _http_main(config: Config, conn: Any) -> None:
     from .api import ApiServer, create_app
     from .ledger import Ledger
 
+    die_with_parent()
     logs.configure(config.logging.level, config.logging.format)
     try:
         view = MetricsView()
@@ -120,7 +121,7 @@ class ApiProcess:
 
     def start(self) -> None:
         """Starts the HTTP process and waits until it listens; OSError when it cannot."""
-        ctx = mp.get_context("forkserver")
+        ctx = context()
         ours, theirs = ctx.Pipe(duplex=True)
         proc = ctx.Process(target=_http_main, args=(self.config, theirs),
                            name="logwatchd-http", daemon=True)

@@ -144,6 +144,10 @@ def cmd_process(args: argparse.Namespace) -> int:
     log = logs.get_logger()
     rt = open_runtime(config)
     workers = config.ingest.workers or os.cpu_count() or 1
+    if workers > 1:
+        from .procs import start_forkserver
+
+        start_forkserver()  # from the main thread: the workers die with this process
     pipeline = Pipeline(config, rt.ledger, pool=PoolRunner(workers) if workers > 1 else None)
     # A bar on stderr only for a person at a terminal: never in a pipe or a log.
     show_progress = sys.stdout.isatty() and sys.stderr.isatty()

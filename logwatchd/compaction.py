@@ -45,6 +45,7 @@ from .durable import fsync_close, staged_name
 from .errors import Cancelled, is_transient
 from .failpoints import failpoint
 from .ledger import Ledger, Output
+from .procs import context, die_with_parent
 from .records import CLEAN_SCHEMA, utc_now
 from .writers import DICTIONARY_COLUMNS, PARQUET_COMPRESSION
 
@@ -397,6 +398,7 @@ class _MetricsPipe:
 
 
 def _pass_main(config: Config, conn: Any, cancel: Any) -> None:
+    die_with_parent()
     logs.configure(config.logging.level, config.logging.format)
     ledger = Ledger.open(config.paths.ledger, root=config.paths.root)
     try:
@@ -413,9 +415,7 @@ def run_in_process(config: Config, metrics: Any, stop: threading.Event) -> None:
     partitions are published or abandoned exactly as in-process (see run_pass). Raises
     RuntimeError when the child exits with an error.
     """
-    import multiprocessing as mp
-
-    ctx = mp.get_context("forkserver")
+    ctx = context()
     ours, theirs = ctx.Pipe(duplex=False)
     cancel = ctx.Event()
     proc = ctx.Process(target=_pass_main, args=(config, theirs, cancel),

@@ -39,6 +39,7 @@ from .metrics import Metrics
 from .notify import Notifier, watchdog_interval
 from .parallel import PoolRunner
 from .pipeline import FileOutcome, Pipeline, display_name
+from .procs import start_forkserver
 from .records import warm_up
 from .runtime import Runtime, open_runtime
 
@@ -82,6 +83,7 @@ class Daemon:
         self.metrics = Metrics()
         self.intake = Intake(QUEUE_CAPACITY)
         self.heartbeat = time.monotonic()
+        self._in_hand: bytes | None = None   # the inbox name the worker is processing
         self.paused = False                  # the host cannot take files (disk full)
         self._pause_until = 0.0              # monotonic time of the next probe while paused
         self._pause_backoff = 1.0
@@ -104,6 +106,7 @@ class Daemon:
     def start(self) -> None:
         cfg = self.config
         self.rt = open_runtime(cfg)
+        start_forkserver()  # from the main thread: every child process dies with this one
         workers = cfg.ingest.workers or os.cpu_count() or 1
         self.pipeline = Pipeline(cfg, self.rt.ledger, pool=PoolRunner(workers) if workers > 1 else None,
                                  cancel=self.cancel, progress=self._beat)
@@ -170,6 +173,7 @@ class Daemon:
                 self.log.error(logs.INTERNAL_ERROR, file=display_name(path.name), error=repr(exc),
                                traceback=traceback.format_exc())
                 retry_in = MAX_BACKOFF_S
+            self._in_hand = None
             if retry_in is None:
                 self.intake.done(path)
                 self._forget_failing(path)
@@ -199,10 +203,13 @@ class Daemon:
         verdict = self._exhausted(state)
         if verdict is not None:
             return self._dead_letter(path, key, name, *verdict)
+        self._in_hand = key
         try:
             outcome = self.pipeline.process(path)
         except Exception as exc:  # noqa: BLE001 - every failure is classified, in errors.py
             disposition = classify(exc, path)
+            if self.cancel.is_set():  # shutdown abandoned it: whatever broke, not an attempt
+                disposition = Disposition.CANCELLED
             if disposition is Disposition.VANISHED and not os.path.lexists(path):
                 ledger.end_attempt(key, forget=True)
                 self.log.info(logs.FILE_VANISHED, file=name)
@@ -487,6 +494,12 @@ class Daemon:
             if self.worker.is_alive():
                 self.cancel.set()  # abandon the file in hand: staged outputs are dropped
                 self.worker.join(timeout=max(0.0, deadline - time.monotonic() - 1.0))
+            if self.worker.is_alive() and self._in_hand is not None and self.rt is not None:
+                # Still stuck: a stop is not a crash, the next start must not count it.
+                try:
+                    self.rt.ledger.end_attempt(self._in_hand)
+                except Exception:  # noqa: BLE001, S110 - at worst it counts as one attempt
+                    pass
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
         # A compaction pass sees stop_event and stops between partitions.

@@ -12,10 +12,10 @@ worker reads the range itself and checks the CRC, so a file changed meanwhile is
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import queue
 import select
+import threading
 import traceback
 import zlib
 from collections.abc import Generator, Iterable
@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import MalformedFile, TransientIOError
+from .errors import Cancelled, MalformedFile, TransientIOError
+from .procs import context, die_with_parent
 from .reader import Chunk, Lines, LongLine, is_span, own_span_fd, read_span
 from .records import ChunkResult, RecordBatcher, RecordError
 from .writers import PartitionedParquet, parquet_schema
@@ -182,6 +183,7 @@ def _worker_main(wid: int, inq: Any, outq: Any, owner: int) -> None:
     `owner` is the pid of the process that started the pool: a worker exits once that
     process is gone (kill -9), and waits for work, however long, while it runs.
     """
+    die_with_parent()  # the forkserver: it dies with the owner (procs.py)
     import pyarrow as pa
 
     # The system allocator hands freed Arrow buffers back; mimalloc keeps them cached, and
@@ -193,8 +195,12 @@ def _worker_main(wid: int, inq: Any, outq: Any, owner: int) -> None:
         try:
             msg = inq.get(timeout=1.0)
         except queue.Empty:
-            if not _owner_alive(owner, pidfd):  # the owner died (kill -9): do not linger
-                return
+            msg = None
+        # Checked before every message too: chunks queued by an owner that died since are
+        # never worked on (they would write staged files a restarted owner would meet).
+        if not _owner_alive(owner, pidfd):
+            os._exit(0)  # not a normal exit: the queues' feeder threads could block it forever
+        if msg is None:
             continue
         kind = msg[0]
         try:
@@ -273,10 +279,13 @@ class PoolRunner:
         # reads the spans itself and sends their bytes, from the first refusal on.
         self.spans_ok = True
         self._inflight: dict[int, Chunk] = {}
+        # Set (by the owner, at shutdown): the input in hand is abandoned at once — the wait
+        # for a result stops, and the workers are killed rather than drained.
+        self.cancel: threading.Event | None = None
 
     def _start(self) -> None:
         # forkserver: workers never inherit the daemon's threads or open sockets.
-        ctx = mp.get_context("forkserver")
+        ctx = context()
         self._outq = ctx.Queue()
         for wid in range(self.n):
             inq = ctx.Queue()
@@ -353,8 +362,10 @@ class PoolRunner:
     def _get_tagged(self) -> tuple[int, int, Any]:
         while True:
             try:
-                wid, seq, status, payload = self._outq.get(timeout=1.0)
+                wid, seq, status, payload = self._outq.get(timeout=0.2)
             except queue.Empty:
+                if self.cancel is not None and self.cancel.is_set():
+                    raise Cancelled("abandoned for shutdown") from None
                 if not self._alive():
                     raise WorkerError("a worker process died") from None
                 continue
@@ -378,11 +389,24 @@ class PoolRunner:
         if not self._alive():
             self.close()
             return
+        if self.cancel is not None and self.cancel.is_set():
+            # Shutdown: no waiting for chunks in flight. Their staged parts are hidden
+            # `.tmp` files, which the next start-up deletes (nothing committed names them).
+            self.kill()
+            return
         for q in self._inqs:
             q.put(("abort",))
         # Results of chunks still in flight would be mistaken for the next input's: the
         # simplest sound answer is a fresh pool for the next large file.
         self.close()
+
+    def kill(self) -> None:
+        """Kills the workers now (SIGKILL); the next large file starts a fresh pool."""
+        for p in self._procs:
+            p.kill()
+        for p in self._procs:
+            p.join(timeout=2)
+        self._procs, self._inqs, self._outq = [], [], None
 
     def close(self) -> None:
         for q in self._inqs:

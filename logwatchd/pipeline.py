@@ -94,6 +94,8 @@ class Pipeline:
         # progress bar of `process` on a terminal (cli.py).
         self.watch: Callable[[int, int], None] | None = None
         self.local = LocalRunner()
+        if pool is not None:
+            pool.cancel = self.cancel
         self.zone = config.transform.zone
 
     def close(self) -> None:
