@@ -203,9 +203,21 @@ def inbox_backlog(config: Config, now: float) -> tuple[int, float]:
 
 
 def replay_command(config: Config, source: str, name: str) -> str:
-    """The shell command that moves this entry back into the inbox."""
-    cfg = f" -c {shlex.quote(str(config.source.resolve()))}" if config.source else ""
-    return f"logwatchd replay{cfg} {source} {shlex.quote(name)}"
+    """The shell command that moves this entry back into the inbox, exact for any name:
+    `--` before it (a name may start with `-`), and bash's `$'…'` with a hex escape for every byte
+    that is not printable ASCII (invalid UTF-8, control and format characters)."""
+    cfg = f" -c {shell_word(str(config.source.resolve()))}" if config.source else ""
+    return f"logwatchd replay{cfg} {source} -- {shell_word(name)}"
+
+
+def shell_word(text: str) -> str:
+    """`text` (surrogate-escaped bytes allowed) as one word that bash gives back exactly."""
+    raw = os.fsencode(text)
+    if all(0x20 <= b < 0x7F for b in raw):
+        return shlex.quote(text)
+    escaped = "".join(chr(b) if 0x20 <= b < 0x7F and b not in b"'\\" else f"\\x{b:02x}"
+                      for b in raw)
+    return f"$'{escaped}'"
 
 
 def set_aside(config: Config, directory: Path, source: str) -> dict[str, Any]:
@@ -234,7 +246,7 @@ def set_aside(config: Config, directory: Path, source: str) -> dict[str, Any]:
             reason = {}
         files.append({"file": display(name), "reason": _cut(_text(reason.get("reason"))),
                       "detail": _cut(_text(reason.get("detail"))), "at": _text(reason.get("at")),
-                      "replay": replay_command(config, source, display(name))})
+                      "replay": replay_command(config, source, name)})
     return {"count": len(entries), "files": files}
 
 

@@ -154,3 +154,28 @@ def test_a_dead_lettered_file_names_its_content(env: Env) -> None:
         assert d.stop() == 0
     doc = json.loads((env.path("dead-letter") / "poison.jsonl.reason.json").read_text())
     assert doc["sha256"] == hashlib.sha256(jsonl(VALID).encode()).hexdigest()
+
+
+def test_the_replay_command_shown_for_a_quarantined_file_works_for_any_name(env: Env) -> None:
+    """`status` shows, for each quarantined file, a replay command that bash runs as is and
+    that brings that very file back, whatever its name (leading '-', not UTF-8, ESC, RLO)."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("bash") is None:
+        import pytest
+        pytest.skip("the shown command is for bash, which is not installed")
+    names = ["-rf.json", os.fsdecode(b"odd-\xff.json"), "\x1b[31mred.json", "\u202eevil.json",
+             "it's.json"]
+    for i, name in enumerate(names):
+        env.process(write(env.inbox / name, b"\x00 not json %d" % i))
+    report = json.loads(env.cli("status", "--json", check=False).stdout)
+    commands = [f["replay"] for f in report["stats"]["quarantine"]["files"]]
+    assert len(commands) == len(names)
+    bindir = os.path.dirname(sys.executable)
+    for command in commands:
+        proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True,
+                              cwd=env.base, env=dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}"))
+        assert proc.returncode == 0, (command, proc.stderr)
+    assert sorted(os.listdir(env.inbox)) == sorted(names)
