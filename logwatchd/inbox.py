@@ -134,6 +134,23 @@ class Intake:
             return self.capacity - len(self._q)
 
 
+def waiting_files(inbox: Path, ingest: IngestConfig) -> list[tuple[float, Path]]:
+    """(mtime, path) of every entry of the inbox that matches the patterns and is not a
+    directory: what waits to be taken."""
+    found: list[tuple[float, Path]] = []
+    with os.scandir(inbox) as it:
+        for entry in it:
+            if not ingest.matches(entry.name):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                found.append((st.st_mtime, Path(entry.path)))
+    return found
+
+
 def writer_active(path: Path) -> bool:
     """True when some process holds the file open for writing (a Linux read lease says so).
 
@@ -365,17 +382,7 @@ class InboxWatcher:
 
     def _list(self) -> list[tuple[float, Path]]:
         """(mtime, path) of every matching non-directory entry; also recounts the backlog."""
-        found: list[tuple[float, Path]] = []
-        with os.scandir(self.inbox) as it:
-            for entry in it:
-                if not self.ingest.matches(entry.name):
-                    continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if not stat.S_ISDIR(st.st_mode):
-                    found.append((st.st_mtime, Path(entry.path)))
+        found = waiting_files(self.inbox, self.ingest)
         # The backlog's age counts from when a file was first seen here, not its mtime:
         # a file renamed in with an old mtime (cp -p, rsync -t) has only just arrived.
         now = time.time()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shlex
 import sqlite3
-import stat
 from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any
@@ -184,22 +183,14 @@ def _throughput(conn: sqlite3.Connection, now: float) -> dict[str, Any]:
 
 def inbox_backlog(config: Config, now: float) -> tuple[int, float]:
     """(files waiting in the inbox, age of the oldest by its mtime) — without the daemon."""
-    count, oldest = 0, None
+    from .inbox import waiting_files
+
     try:
-        with os.scandir(config.paths.inbox) as it:
-            for entry in it:
-                if not config.ingest.matches(entry.name):
-                    continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if not stat.S_ISDIR(st.st_mode):
-                    count += 1
-                    oldest = st.st_mtime if oldest is None else min(oldest, st.st_mtime)
+        found = waiting_files(config.paths.inbox, config.ingest)
     except FileNotFoundError:
-        pass
-    return count, round(max(0.0, now - oldest), 3) if oldest is not None else 0.0
+        return 0, 0.0
+    oldest = min((mtime for mtime, _path in found), default=None)
+    return len(found), round(max(0.0, now - oldest), 3) if oldest is not None else 0.0
 
 
 def replay_command(config: Config, source: str, name: str) -> str:

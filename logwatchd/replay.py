@@ -13,7 +13,6 @@ up), so it does not take the daemon's state lock. It takes its own short lock,
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from typing import IO
 from .config import Config
 from .durable import NAME_MAX, ensure_dir, free_name, keep, sha256_file, sync_dirs
 from .ledger import Ledger
-from .runtime import data_dirs
+from .runtime import data_dirs, try_lock
 
 REASON_SUFFIX = ".reason.json"
 LOCK_NAME = "replay.lock"
@@ -134,11 +133,7 @@ def _dropped_as(sidecar: Path) -> str | None:
 
 def _acquire_replay_lock(config: Config) -> IO[bytes]:
     path = config.paths.state / LOCK_NAME
-    ensure_dir(path.parent)
-    lock = open(path, "ab")  # noqa: SIM115 - held (and the lock with it) until close()
-    try:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        raise ReplayBusy(f"another replay holds {path}; try again when it is done") from None
+    lock = try_lock(path)
+    if lock is None:
+        raise ReplayBusy(f"another replay holds {path}; try again when it is done")
     return lock

@@ -86,17 +86,26 @@ def check_timezone(config: Config, ledger: Ledger) -> None:
             "and start afresh.")
 
 
-def acquire_lock(config: Config) -> IO[bytes]:
-    """Takes the state directory's exclusive lock (held until the returned file is closed)."""
-    path = config.paths.lock
+def try_lock(path: Path) -> IO[bytes] | None:
+    """An exclusive lock on `path` (held until the returned file is closed), or None when
+    another process holds it."""
     ensure_dir(path.parent)
     lock = open(path, "ab")  # noqa: SIM115 - held (and the lock with it) until close()
     try:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
+        return None
+    return lock
+
+
+def acquire_lock(config: Config) -> IO[bytes]:
+    """Takes the state directory's exclusive lock (held until the returned file is closed)."""
+    path = config.paths.lock
+    lock = try_lock(path)
+    if lock is None:
         raise LedgerError(f"another logwatchd process holds {path}; "
-                          "only one may use a state directory at a time") from None
+                          "only one may use a state directory at a time")
     lock.truncate(0)
     lock.write(f"{os.getpid()}\n".encode())
     lock.flush()
