@@ -395,15 +395,20 @@ def window_sample(pid: int, root: Path, seconds: float, every: float = 1.0) -> d
     """Samples for `seconds` (one compaction interval): RSS at its peak, fds and threads at
     their median, sizes at the end.
 
-    RSS swings by tens of MB within a compaction cycle (a pass allocates, the allocator later
-    hands pages back), so one instant says little; the peak of a whole cycle is its level.
+    RSS swings by tens of MB within a compaction cycle (the allocator hands pages back
+    later), so one instant says little; the peak of a whole cycle is its level. The peak is
+    taken over the samples with the usual number of processes: a compaction pass runs in a
+    child process of its own for a few seconds, with memory in proportion to the partition
+    it merges, and exits — it is not the daemon's level, and cannot leak across passes.
     """
     samples = [sample_tree(pid, root)]
     until = time.monotonic() + seconds
     while time.monotonic() + every <= until:
         time.sleep(every)
         samples.append(sample_tree(pid, root))
-    out = {"rss_bytes": max(s["rss_bytes"] for s in samples), "samples": len(samples)}
+    usual = statistics.median_low(s["procs"] for s in samples)
+    steady = [s for s in samples if s["procs"] == usual]
+    out = {"rss_bytes": max(s["rss_bytes"] for s in steady), "samples": len(samples)}
     out.update({k: int(statistics.median(s[k] for s in samples)) for k in ("fds", "threads", "procs")})
     out.update({k: samples[-1][k] for k in ("ledger_bytes", "wal_bytes", "clean_files")})
     return out

@@ -40,6 +40,8 @@ class FileProgress:
         elapsed = max(1e-6, time.monotonic() - self._started)
         self._bar.set_postfix_str(f"{records / elapsed:,.0f} lines/s", refresh=False)
         self._bar.update(max(0, min(bytes_read, self._bar.total) - self._bar.n))
+        if self._bar.n >= self._bar.total:
+            self._bar.refresh()  # the last state is drawn, however fast the file went
 
     def __enter__(self) -> Self:
         return self
