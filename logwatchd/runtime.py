@@ -115,7 +115,7 @@ def acquire_lock(config: Config) -> IO[bytes]:
 def remove_orphans(config: Config, ledger: Ledger) -> int:
     """Deletes staged files of transactions that never committed (a crash mid-write)."""
     keep = ledger.pending_paths()
-    roots = [config.paths.clean, config.paths.errors, config.paths.quarantine]
+    roots = [config.paths.clean, config.paths.errors, config.paths.quarantine, config.paths.dead_letter]
     removed = 0
     synced: set[Path] = set()
     for staged in iter_staging_files(*roots):

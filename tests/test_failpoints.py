@@ -84,3 +84,15 @@ def test_kill_at_each_step_of_the_compaction_swap(env: Env, point: str) -> None:
     verify_clean(env)
     parts = [p for p in env.path("clean").rglob("*.parquet") if not p.name.startswith(".")]
     assert all(p.name.startswith("compacted-") for p in parts), "the second pass finished the job"
+
+
+def test_start_up_removes_a_staged_sidecar_left_in_dead_letter(env: Env) -> None:
+    """A dead-letter reason file staged by a process killed before its commit is removed by
+    the next writing command, as staged files are everywhere else; verify is then clean."""
+    env.write_config()
+    env.process(write(env.inbox / "a.jsonl", lines("a", 3)))
+    staged = write(env.path("dead-letter") / ".gone.jsonl.reason.json.tmp", b"{}")
+    assert env.cli("verify", check=False).returncode == 1
+    env.cli("compact")
+    assert not staged.exists()
+    verify_clean(env)
