@@ -1,8 +1,9 @@
 """Opening the state: directories, the single-instance lock, the ledger, crash recovery.
 
-Shared by every command that writes (`run`, `process`, `compact`, `replay`): one process at
-a time owns a state directory; on start it replays the ledger's journal and removes staged
-files that no committed transaction refers to.
+Shared by the commands that write outputs (`run`, `process`, `compact`, `rebuild-ledger`):
+one process at a time owns a state directory; on start it replays the ledger's journal and
+removes staged files that no committed transaction refers to. `replay` only moves files
+into the inbox, so it runs beside the daemon under a lock of its own (`try_lock`).
 """
 
 from __future__ import annotations
