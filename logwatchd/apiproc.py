@@ -44,7 +44,8 @@ class MetricsView:
 
     def update(self, message: dict[str, Any]) -> None:
         self._state = message["state"]
-        self._families = message["families"]
+        if message["families"] is not None:
+            self._families = message["families"]
         self._alive = message["watcher_alive"]
         self._received = time.monotonic()
 
@@ -109,15 +110,21 @@ class ApiProcess:
         self._conn: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._families_at = 0.0
         self._log = logs.get_logger()
 
     def _message(self) -> dict[str, Any]:
+        """The live figures; the Prometheus families (a walk of the registry and of /proc)
+        only every PUBLISH_EVERY_S, not on every file done."""
         try:
             alive = bool(self.watcher_alive())
         except Exception:  # noqa: BLE001 - a probe that fails means "not alive"
             alive = False
-        return {"state": self.metrics.state(), "families": list(self.metrics.registry.collect()),
-                "watcher_alive": alive}
+        families = None
+        now = time.monotonic()
+        if now - self._families_at >= PUBLISH_EVERY_S:
+            families, self._families_at = list(self.metrics.registry.collect()), now
+        return {"state": self.metrics.state(), "families": families, "watcher_alive": alive}
 
     def start(self) -> None:
         """Starts the HTTP process and waits until it listens; OSError when it cannot."""
@@ -127,6 +134,7 @@ class ApiProcess:
                            name="logwatchd-http", daemon=True)
         proc.start()
         theirs.close()
+        self._families_at = 0.0  # a new process gets every family at once
         ours.send(self._message())
         if not ours.poll(START_TIMEOUT_S):
             proc.kill()

@@ -242,13 +242,14 @@ class Daemon:
         bug = disposition not in (Disposition.PAUSE, Disposition.RETRY)
         error = repr(exc) if bug else (str(exc) or repr(exc))
         now = time.time()
-        try:
-            if not recorded:
-                raise exc
-            state = self.rt.ledger.attempt_failed(key, error, bug, now)
-        except Exception as ledger_exc:  # noqa: BLE001 - e.g. the disk is full: count in memory
-            if classify(ledger_exc) is Disposition.PAUSE:
-                disposition = Disposition.PAUSE
+        state: AttemptState | None = None
+        if recorded:
+            try:
+                state = self.rt.ledger.attempt_failed(key, error, bug, now)
+            except Exception as ledger_exc:  # noqa: BLE001 - e.g. the disk is full
+                if classify(ledger_exc) is Disposition.PAUSE:
+                    disposition = Disposition.PAUSE
+        if state is None:  # the ledger cannot be written: count in memory until it can
             with self._failing_lock:
                 since = self._failing.get(path, now)
             state = AttemptState(0, since, error)

@@ -149,8 +149,8 @@ def free_name(directory: Path, name: str, tag: str | None, limit: int = KEPT_NAM
     raw = os.fsencode(stem)
     if len(raw) > room:
         cut = raw[:max(room, 1)]
-        while len(cut) > 1 and _cuts_a_character(raw, cut):
-            cut = cut[:-1]
+        if raw.decode(errors="ignore").encode() == raw:  # valid UTF-8: never cut a character
+            cut = cut.decode(errors="ignore").encode() or cut
         stem = os.fsdecode(cut)
     n = 0
     while True:
@@ -158,24 +158,6 @@ def free_name(directory: Path, name: str, tag: str | None, limit: int = KEPT_NAM
         if _free(target):
             return target
         n += 1
-
-
-def _cuts_a_character(whole: bytes, cut: bytes) -> bool:
-    """True when `cut` ends inside a UTF-8 character of a `whole` that is valid UTF-8."""
-    try:
-        whole.decode()
-        cut.decode()
-    except UnicodeDecodeError:
-        return whole.isascii() is False and _valid(whole)
-    return False
-
-
-def _valid(raw: bytes) -> bool:
-    try:
-        raw.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def _free(target: Path) -> bool:

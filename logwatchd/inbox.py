@@ -101,11 +101,6 @@ class Intake:
             self._in_hand.add(path)
             return path
 
-    def waiting_retry(self) -> int:
-        """How many files wait out a backoff."""
-        with self._cv:
-            return len(self._delayed)
-
     def done(self, path: Path) -> None:
         with self._cv:
             self._in_hand.discard(path)

@@ -33,6 +33,15 @@ def daemon_config(env: Env, api: bool = False, api_settings: dict[str, Any] | No
     env.write_config(ingest=ingest, api=api_table, metrics=metrics, **sections)
 
 
+def api_url(env: Env) -> str:
+    """`http://HOST:PORT` of the endpoint the test's config listens on."""
+    return "http://" + env.config.read_text().split('listen = "')[1].split('"')[0]
+
+
+def api_port(env: Env) -> int:
+    return int(api_url(env).rsplit(":", 1)[1])
+
+
 class DaemonProc:
     """`logwatchd run` in a subprocess; its stdout (JSON lines) goes to a file we can read."""
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 from conftest import REPO, Env
-from daemon_harness import DaemonProc, daemon_config
-from test_status_page import HOSTILE, base_url, lookup, populate, shown
+from daemon_harness import DaemonProc, api_url, daemon_config
+from test_status_page import HOSTILE, lookup, populate, shown
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -37,7 +37,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Env, str]
     try:
         d.wait_ready()
         populate(env, d)
-        yield env, base_url(env)
+        yield env, api_url(env)
     finally:
         assert d.stop() == 0
 

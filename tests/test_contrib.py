@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, Env
-from daemon_harness import DaemonProc, daemon_config, drop, free_port
+from daemon_harness import DaemonProc, api_url, daemon_config, drop, free_port
 
 RULES = REPO / "contrib" / "prometheus" / "alerts.yml"
 RULE_TESTS = REPO / "contrib" / "prometheus" / "alerts_test.yml"
@@ -31,10 +31,6 @@ _SERIES = re.compile(r"\b((?:logwatchd|process|python)_[a-z0-9_]+)\b")
 def get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as r:
         return r.read().decode()
-
-
-def base_url(env: Env) -> str:
-    return "http://" + env.config.read_text().split('listen = "')[1].split('"')[0]
 
 
 def exported_series(metrics_text: str) -> set[str]:
@@ -81,7 +77,7 @@ def test_dashboard_and_rules_name_only_series_the_daemon_exports(env: Env) -> No
     d = DaemonProc(env)
     try:
         d.wait_ready()
-        exported = exported_series(get(base_url(env) + "/metrics"))
+        exported = exported_series(get(api_url(env) + "/metrics"))
     finally:
         assert d.stop() == 0
     exprs = dashboard_exprs()
@@ -100,7 +96,7 @@ def test_a_real_prometheus_scrapes_the_daemon(env: Env, tmp_path: Path) -> None:
     daemon_config(env, api=True)
     d = DaemonProc(env)
     prom_port = free_port()
-    target = base_url(env).removeprefix("http://")
+    target = api_url(env).removeprefix("http://")
     shutil.copy(RULES, tmp_path / "alerts.yml")
     (tmp_path / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"

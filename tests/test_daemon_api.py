@@ -13,7 +13,7 @@ import urllib.request
 from datetime import UTC, datetime
 
 from conftest import Env
-from daemon_harness import DaemonProc, daemon_config, drop
+from daemon_harness import DaemonProc, api_port, api_url, daemon_config, drop
 from test_daemon import assert_exactly_once, records
 
 
@@ -30,7 +30,7 @@ def test_counts_move_exactly_when_a_file_is_committed(env: Env) -> None:
     """/logins_today and /counts change by exactly the committed logins, never in between."""
     daemon_config(env, api=True)
     d = DaemonProc(env)
-    base = "http://" + env.config.read_text().split('listen = "')[1].split('"')[0]
+    base = api_url(env)
     today = datetime.now(UTC)
     stamp = today.strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
@@ -66,7 +66,7 @@ def test_slow_clients_cannot_make_healthz_unanswerable(env: Env) -> None:
     """300 connections trickling a request head byte by byte leave /healthz answering 200 within seconds."""
     daemon_config(env, api=True)
     d = DaemonProc(env)
-    base = "http://" + env.config.read_text().split('listen = "')[1].split('"')[0]
+    base = api_url(env)
     host, port = base[len("http://"):].rsplit(":", 1)
     addr = (host, int(port))
     head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 4096
@@ -128,7 +128,7 @@ def test_scheduled_compaction_runs_beside_ingestion_and_reports_to_stats(env: En
         d.wait_event("file_processed", count=4)
         [done] = d.wait_event("compaction_done", timeout=60)
         assert done["files_in"] >= 2 and done["files_out"] == 1
-        port = env.config.read_text().split('listen = "127.0.0.1:')[1].split('"')[0]
+        port = api_port(env)
 
         def stats() -> dict | None:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as r:
@@ -155,7 +155,7 @@ def test_the_http_process_ends_with_a_killed_daemon_so_a_restart_can_listen(env:
     """kill -9 of the daemon's main process alone: its HTTP process lets the port go, and a
     new daemon serves on the same port."""
     daemon_config(env, api=True, api_settings={"min_free_bytes": 0})
-    port = int(env.config.read_text().split('listen = "127.0.0.1:')[1].split('"')[0])
+    port = api_port(env)
     d = DaemonProc(env)
     d.wait_ready()
     assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200

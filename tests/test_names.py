@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 from conftest import Env, jsonl, write
-from daemon_harness import DaemonProc, daemon_config
+from daemon_harness import DaemonProc, api_port, daemon_config
 
 VALID = {"timestamp": "2026-03-14T10:00:00Z", "user_id": "u", "action": "login"}
 
@@ -101,7 +101,7 @@ def test_refused_entries_are_counted_in_stats_and_the_ledger(env: Env) -> None:
         os.link(target, env.inbox / "hard.jsonl")
         d.wait_event("file_refused", count=3, timeout=30)
         d.wait_inbox_empty()
-        port = env.config.read_text().split('listen = "127.0.0.1:')[1].split('"')[0]
+        port = api_port(env)
         out = subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/stats"], capture_output=True,
                              text=True, check=False).stdout
         if out:  # curl is optional here: the ledger is checked below either way

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import Env
-from daemon_harness import DaemonProc, daemon_config, drop
+from daemon_harness import DaemonProc, api_port, daemon_config, drop
 from test_daemon import assert_exactly_once, records
 
 IS_ROOT = os.geteuid() == 0
@@ -28,11 +28,6 @@ def health(port: int) -> tuple[int, dict[str, Any]]:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
-
-
-def port_of(env: Env) -> int:
-    text = env.config.read_text()
-    return int(text.split('listen = "127.0.0.1:')[1].split('"')[0])
 
 
 @pytest.mark.skipif(not IS_ROOT or shutil.which("setpriv") is None,
@@ -53,7 +48,7 @@ def test_an_unreadable_file_waits_while_the_others_go_on_then_is_dead_lettered(e
         assert locked.exists(), "the unreadable file waits in the inbox"
         retries = [e for e in d.named("file_retry") if e["file"] == "locked.jsonl"]
         assert retries and retries[0]["disposition"] == "retry"
-        port = port_of(env)
+        port = api_port(env)
 
         def failing() -> dict[str, Any] | None:
             status, body = health(port)

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from conftest import Env
-from daemon_harness import DaemonProc, daemon_config, drop
+from daemon_harness import DaemonProc, api_url, daemon_config, drop
 
 HOSTILE = "<img src=x onerror=alert(1)>.json"
 GOOD = ('{"timestamp": "2026-03-14T09:26:53Z", "user_id": 1, "action": "login"}\n'
@@ -36,10 +36,6 @@ def get(url: str) -> tuple[int, str, dict[str, str]]:
             return r.status, r.read().decode(), dict(r.headers)
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(), dict(exc.headers)
-
-
-def base_url(env: Env) -> str:
-    return "http://" + env.config.read_text().split('listen = "')[1].split('"')[0]
 
 
 def page_figures(page: str) -> dict[str, str]:
@@ -79,7 +75,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Env, Daem
     try:
         d.wait_ready()
         populate(env, d)
-        yield env, d, base_url(env)
+        yield env, d, api_url(env)
     finally:
         assert d.stop() == 0
 
