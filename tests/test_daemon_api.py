@@ -137,11 +137,17 @@ def test_scheduled_compaction_runs_beside_ingestion_and_reports_to_stats(env: En
 
         body = d.wait_for(stats, timeout=10, what="compaction figures in /stats")
         assert body["compaction"]["files_in"] >= 2
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            text = r.read().decode()
-        [total] = [float(line.split()[1]) for line in text.splitlines()
-                   if line.startswith("logwatchd_compactions_total ")]
-        assert total >= 1
+
+        def compactions_total() -> float | None:
+            # The Prometheus families are published at least every 0.25 s, the /stats figures
+            # on every change: /metrics may lag /stats by that much, never more.
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+            [total] = [float(line.split()[1]) for line in text.splitlines()
+                       if line.startswith("logwatchd_compactions_total ")]
+            return total if total >= 1 else None
+
+        d.wait_for(compactions_total, timeout=2, what="logwatchd_compactions_total in /metrics")
         drop(env, "after.jsonl", records("after", 5))
         d.wait_event("file_processed", count=5)
         d.wait_inbox_empty()
