@@ -1,0 +1,302 @@
+"""The DynamoDB ledger: the Lambda functions' record of inputs, counts and live files.
+
+One table (its one deployed definition is `aws/template.yaml`; `create_table` makes the same
+for tests and the demo), key `pk` (hash) + `sk` (range), on-demand billing. Items:
+
+    pk                      sk          attributes
+    input#<sha256>          input       status (in_progress | completed), outcome (ok |
+                                        quarantined), owner, lease_until (epoch s),
+                                        batches_done, key, bucket, attempts, processed,
+                                        valid, errors, first_seen, completed_at
+    counts#<YYYY-MM-DD>     counts      "a:<action>": rows of that action on that date
+    files#<YYYY-MM-DD>      <rel key>   one live clean file (key relative to the clean URI,
+                                        "date=…/<name>.parquet"): rows, bytes, and
+                                        input_sha256, or inputs (a merged file's)
+    partitions              <date>      files: live clean files of that date
+    compaction#<date>       journal     a compaction's pending publish (compact.py)
+
+Exactly once under at-least-once delivery: `claim` is a conditional write (the first
+invocation holds a lease tied to its remaining time; a second one sees `busy`, or `done`
+once the first completed); `complete` writes the catalog entries and adds the counts in
+transactions that each also advance the input's `batches_done` under the condition that
+the claimant still holds it and no other transaction has advanced it — so each addition
+lands exactly once even when a file's dates need several transactions (at most 100
+actions each), and an invocation that timed out half-way is resumed, not repeated, by the
+next one. The last transaction marks the input completed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+INPUT_SK = "input"
+COUNTS_SK = "counts"
+PARTITIONS_PK = "partitions"
+ACTION_PREFIX = "a:"
+# TransactWriteItems takes at most 100 actions; one of them is the input's own update.
+ACTIONS_PER_TRANSACTION = 99
+
+
+class LeaseLost(Exception):
+    """Another invocation took this input over (our lease expired): stop, write nothing more."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    state: str                 # claimed (ours to process) | done (completed before) | busy
+    batches_done: int = 0      # claimed: completion transactions already applied (resume there)
+    outcome: str | None = None           # done: ok | quarantined
+    lease_until: float | None = None     # busy: when the holder's lease ends
+
+
+@dataclass(frozen=True)
+class CatalogFile:
+    """One live clean file; `key` is relative to the clean URI ("date=…/name.parquet")."""
+
+    date: str
+    key: str
+    rows: int
+    bytes: int
+    input_sha256: str | None = None            # an ingested file's input
+    inputs: tuple[str, ...] = field(default=())  # a merged file's inputs
+
+
+def create_table(name: str, client: Any = None) -> None:
+    """The table as `aws/template.yaml` defines it (for tests and the demo); waits until active."""
+    client = client or new_client()
+    client.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                   {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                              {"AttributeName": "sk", "AttributeType": "S"}])
+    client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1})
+
+
+def new_client() -> Any:
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    # `standard` retries throttling and transient errors with backoff (AWS_ENDPOINT_URL is
+    # honoured by boto3 itself).
+    return boto3.client("dynamodb", config=BotoConfig(retries={"mode": "standard", "max_attempts": 5}))
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: float) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+def _num(item: dict[str, Any], name: str, default: float = 0) -> float:
+    raw = item.get(name)
+    if raw is None:
+        return default
+    text = raw["N"]
+    return int(text) if text.lstrip("-").isdigit() else float(text)
+
+
+def _str(item: dict[str, Any], name: str) -> str | None:
+    raw = item.get(name)
+    return None if raw is None else raw["S"]
+
+
+class DynamoLedger:
+    """Reads and writes the ledger table through the low-level DynamoDB client."""
+
+    def __init__(self, table: str, client: Any = None) -> None:
+        self.table = table
+        self.client = client or new_client()
+
+    # --- inputs -------------------------------------------------------------------------
+    def claim(self, sha256: str, *, key: str, bucket: str, owner: str, lease_seconds: float,
+              now: float | None = None) -> Claim:
+        """Takes the input for `owner` for `lease_seconds`, unless it is completed or another
+        invocation's lease still runs."""
+        now = time.time() if now is None else now
+        try:
+            out = self.client.update_item(
+                TableName=self.table, Key=self._input_key(sha256),
+                UpdateExpression=("SET #st = :prog, #owner = :me, #lease = :until, #key = :key, "
+                                  "#bucket = :bucket, #first = if_not_exists(#first, :now), "
+                                  "#done = if_not_exists(#done, :zero) ADD #attempts :one"),
+                ConditionExpression=("attribute_not_exists(pk) OR "
+                                     "(#st = :prog AND (#lease < :now OR #owner = :me))"),
+                ExpressionAttributeNames={"#st": "status", "#owner": "owner", "#key": "key",
+                                          "#lease": "lease_until", "#bucket": "bucket",
+                                          "#first": "first_seen", "#done": "batches_done",
+                                          "#attempts": "attempts"},
+                ExpressionAttributeValues={
+                    ":prog": _s("in_progress"), ":me": _s(owner), ":until": _n(round(now + lease_seconds, 3)),
+                    ":key": _s(key), ":bucket": _s(bucket), ":now": _n(round(now, 3)),
+                    ":zero": _n(0), ":one": _n(1)},
+                ReturnValues="ALL_NEW")
+        except self.client.exceptions.ConditionalCheckFailedException:
+            item = self.input(sha256)
+            if item is None:  # deleted in between: not ours to guess about; try again later
+                return Claim("busy", lease_until=now)
+            if _str(item, "status") == "completed":
+                return Claim("done", outcome=_str(item, "outcome"))
+            return Claim("busy", lease_until=_num(item, "lease_until"))
+        return Claim("claimed", batches_done=int(_num(out["Attributes"], "batches_done")))
+
+    def input(self, sha256: str) -> dict[str, Any] | None:
+        """The input's item as DynamoDB returns it (typed attribute values), or None."""
+        got = self.client.get_item(TableName=self.table, Key=self._input_key(sha256),
+                                   ConsistentRead=True)
+        return got.get("Item")
+
+    def release(self, sha256: str, owner: str) -> None:
+        """Ends our lease early (the invocation failed): the next delivery may take it at once."""
+        try:
+            self.client.update_item(
+                TableName=self.table, Key=self._input_key(sha256),
+                UpdateExpression="SET #lease = :zero",
+                ConditionExpression="#owner = :me AND #st = :prog",
+                ExpressionAttributeNames={"#owner": "owner", "#st": "status", "#lease": "lease_until"},
+                ExpressionAttributeValues={":zero": _n(0), ":me": _s(owner), ":prog": _s("in_progress")})
+        except self.client.exceptions.ConditionalCheckFailedException:
+            pass  # taken over or completed meanwhile: nothing of ours to release
+
+    def complete(self, sha256: str, *, owner: str, outcome: str, summary: dict[str, int],
+                 files: Iterable[CatalogFile] = (), counts: dict[tuple[str, str], int] | None = None,
+                 start_batch: int = 0, now: float | None = None) -> None:
+        """Registers the outputs, adds the counts and marks the input completed, each
+        addition exactly once (see the module's docstring). Raises LeaseLost."""
+        now = time.time() if now is None else now
+        batches = list(_chunks(self._completion_actions(files, counts or {}), ACTIONS_PER_TRANSACTION))
+        if not batches:
+            batches = [[]]
+        for i in range(start_batch, len(batches)):
+            last = i == len(batches) - 1
+            names = {"#owner": "owner", "#st": "status", "#done": "batches_done"}
+            values: dict[str, Any] = {":me": _s(owner), ":prog": _s("in_progress"),
+                                      ":i": _n(i), ":next": _n(i + 1)}
+            update = "SET #done = :next"
+            if last:
+                update += (", #st = :completed, #outcome = :outcome, #at = :now, "
+                           "#processed = :processed, #valid = :valid, #errors = :errors "
+                           "REMOVE #lease")
+                names.update({"#outcome": "outcome", "#at": "completed_at", "#processed": "processed",
+                              "#valid": "valid", "#errors": "errors", "#lease": "lease_until"})
+                values.update({":completed": _s("completed"), ":outcome": _s(outcome), ":now": _n(round(now, 3)),
+                               ":processed": _n(summary.get("processed", 0)),
+                               ":valid": _n(summary.get("valid", 0)),
+                               ":errors": _n(summary.get("errors", 0))})
+            own = {"Update": {
+                "TableName": self.table, "Key": self._input_key(sha256), "UpdateExpression": update,
+                "ConditionExpression": "#owner = :me AND #st = :prog AND #done = :i",
+                "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}}
+            try:
+                self.client.transact_write_items(TransactItems=[own, *batches[i]])
+            except self.client.exceptions.TransactionCanceledException as exc:
+                reasons = exc.response.get("CancellationReasons") or []
+                if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                    raise LeaseLost(f"input {sha256}: taken over by another invocation") from None
+                raise
+
+    def _completion_actions(self, files: Iterable[CatalogFile],
+                            counts: dict[tuple[str, str], int]) -> Iterator[dict[str, Any]]:
+        """The catalog puts and count additions of one input, in a deterministic order (a
+        resumed completion must cut the same batches)."""
+        per_date: dict[str, int] = {}
+        for f in sorted(files, key=lambda f: f.key):
+            yield {"Put": {"TableName": self.table, "Item": self.file_item(f)}}
+            per_date[f.date] = per_date.get(f.date, 0) + 1
+        for day, n in sorted(per_date.items()):
+            yield self.partition_add(day, n)
+        by_date: dict[str, dict[str, int]] = {}
+        for (day, action), n in counts.items():
+            if n:
+                by_date.setdefault(day, {})[action] = n
+        for day in sorted(by_date):
+            actions = sorted(by_date[day].items())
+            names = {f"#a{j}": ACTION_PREFIX + a for j, (a, _n_) in enumerate(actions)}
+            values = {f":n{j}": _n(n) for j, (_a, n) in enumerate(actions)}
+            yield {"Update": {
+                "TableName": self.table, "Key": {"pk": _s(f"counts#{day}"), "sk": _s(COUNTS_SK)},
+                "UpdateExpression": "ADD " + ", ".join(f"#a{j} :n{j}" for j in range(len(actions))),
+                "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}}
+
+    # --- counts -------------------------------------------------------------------------
+    def counts(self, day: str) -> dict[str, int]:
+        """Valid rows per action on `day` (the daemon's `Ledger.counts`)."""
+        got = self.client.get_item(TableName=self.table, ConsistentRead=True,
+                                   Key={"pk": _s(f"counts#{day}"), "sk": _s(COUNTS_SK)})
+        item = got.get("Item") or {}
+        return {name[len(ACTION_PREFIX):]: int(_num(item, name))
+                for name in sorted(item) if name.startswith(ACTION_PREFIX)}
+
+    def count(self, day: str, action: str) -> int:
+        got = self.client.get_item(TableName=self.table, ConsistentRead=True,
+                                   Key={"pk": _s(f"counts#{day}"), "sk": _s(COUNTS_SK)},
+                                   ProjectionExpression="#a",
+                                   ExpressionAttributeNames={"#a": ACTION_PREFIX + action})
+        return int(_num(got.get("Item") or {}, ACTION_PREFIX + action))
+
+    # --- the catalog of live clean files ------------------------------------------------
+    def file_item(self, f: CatalogFile) -> dict[str, Any]:
+        item: dict[str, Any] = {"pk": _s(f"files#{f.date}"), "sk": _s(f.key),
+                                "rows": _n(f.rows), "bytes": _n(f.bytes)}
+        if f.input_sha256:
+            item["input_sha256"] = _s(f.input_sha256)
+        if f.inputs:
+            item["inputs"] = {"SS": sorted(set(f.inputs))}
+        return item
+
+    def partition_add(self, day: str, n: int) -> dict[str, Any]:
+        """The transaction action adding `n` (may be negative) to a date's live files."""
+        return {"Update": {"TableName": self.table, "Key": {"pk": _s(PARTITIONS_PK), "sk": _s(day)},
+                           "UpdateExpression": "ADD #files :n",
+                           "ExpressionAttributeNames": {"#files": "files"},
+                           "ExpressionAttributeValues": {":n": _n(n)}}}
+
+    def partitions(self) -> dict[str, int]:
+        """Live clean files per date."""
+        return {_str(item, "sk") or "": int(_num(item, "files"))
+                for item in self._query(PARTITIONS_PK)}
+
+    def live_files(self, day: str) -> list[CatalogFile]:
+        """The catalog of one date's live clean files, by key."""
+        out = []
+        for item in self._query(f"files#{day}"):
+            inputs = tuple(item["inputs"]["SS"]) if "inputs" in item else ()
+            out.append(CatalogFile(day, _str(item, "sk") or "", int(_num(item, "rows")),
+                                   int(_num(item, "bytes")), _str(item, "input_sha256"), inputs))
+        return out
+
+    def transact(self, actions: list[dict[str, Any]]) -> None:
+        """One TransactWriteItems (at most 100 actions)."""
+        assert 0 < len(actions) <= ACTIONS_PER_TRANSACTION + 1, len(actions)
+        self.client.transact_write_items(TransactItems=actions)
+
+    def _query(self, pk: str) -> Iterator[dict[str, Any]]:
+        kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True,
+                                  "KeyConditionExpression": "pk = :pk",
+                                  "ExpressionAttributeValues": {":pk": _s(pk)}}
+        while True:
+            page = self.client.query(**kwargs)
+            yield from page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    @staticmethod
+    def _input_key(sha256: str) -> dict[str, Any]:
+        return {"pk": _s(f"input#{sha256}"), "sk": _s(INPUT_SK)}
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,113 @@
+"""The Lambda functions' settings: environment variables only (the Lambda convention).
+
+    LOGWATCHD_CLEAN_URI        s3://bucket/prefix   clean Parquet dataset (date=YYYY-MM-DD/…)
+    LOGWATCHD_ERRORS_URI       s3://bucket/prefix   error JSON Lines (date=YYYY-MM-DD/…)
+    LOGWATCHD_QUARANTINE_URI   s3://bucket/prefix   copies of inputs that are not log data
+    LOGWATCHD_LEDGER_TABLE     DynamoDB table name  (its one definition: aws/template.yaml)
+    LOGWATCHD_TIMEZONE         IANA zone, default UTC (the daemon's `transform.timezone`)
+
+The standard AWS variables do the rest (region, credentials, `AWS_ENDPOINT_URL`). Read at
+the first invocation, not at import: a missing or bad variable is a `SettingsError` naming
+it, before anything is read or written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..config import Config, TransformConfig, _timezone
+
+CLEAN_URI = "LOGWATCHD_CLEAN_URI"
+ERRORS_URI = "LOGWATCHD_ERRORS_URI"
+QUARANTINE_URI = "LOGWATCHD_QUARANTINE_URI"
+LEDGER_TABLE = "LOGWATCHD_LEDGER_TABLE"
+TIMEZONE = "LOGWATCHD_TIMEZONE"
+
+# S3's bucket naming rules (3–63 characters, lower case, digits, dots, hyphens).
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+# DynamoDB's table naming rules.
+_TABLE = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+
+
+class SettingsError(ValueError):
+    """A missing or malformed environment variable; the message names it."""
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """`s3://bucket/prefix`: where one kind of output goes."""
+
+    bucket: str
+    prefix: str  # no leading or trailing "/"; may be empty
+
+    @classmethod
+    def parse(cls, name: str, value: str) -> S3Location:
+        if not value.startswith("s3://"):
+            raise SettingsError(f"{name}: must be s3://bucket/prefix, got {value[:200]!r}")
+        bucket, _, prefix = value[len("s3://"):].partition("/")
+        if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+            raise SettingsError(f"{name}: {bucket[:200]!r} is not a valid S3 bucket name")
+        prefix = prefix.strip("/")
+        if "//" in prefix or any(part in (".", "..") for part in prefix.split("/")):
+            raise SettingsError(f"{name}: the prefix {prefix[:200]!r} has an empty, '.' or '..' part")
+        return cls(bucket, prefix)
+
+    def key(self, relative: str) -> str:
+        """The object key of `relative` (e.g. "date=2026-01-01/x.parquet") under this prefix."""
+        return f"{self.prefix}/{relative}" if self.prefix else relative
+
+    def path(self, relative: str = "") -> str:
+        """The same as a pyarrow.fs path ("bucket/key")."""
+        key = self.key(relative) if relative else self.prefix
+        return f"{self.bucket}/{key}" if key else self.bucket
+
+    def uri(self, relative: str = "") -> str:
+        return f"s3://{self.path(relative)}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    clean: S3Location
+    errors: S3Location
+    quarantine: S3Location
+    ledger_table: str
+    timezone: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+
+        def required(name: str) -> str:
+            value = env.get(name, "").strip()
+            if not value:
+                raise SettingsError(f"{name}: not set (see the README, \"Running on AWS\")")
+            return value
+
+        clean = S3Location.parse(CLEAN_URI, required(CLEAN_URI))
+        errors = S3Location.parse(ERRORS_URI, required(ERRORS_URI))
+        quarantine = S3Location.parse(QUARANTINE_URI, required(QUARANTINE_URI))
+        table = required(LEDGER_TABLE)
+        if not _TABLE.fullmatch(table):
+            raise SettingsError(f"{LEDGER_TABLE}: {table[:300]!r} is not a valid DynamoDB table name")
+        zone = env.get(TIMEZONE, "").strip() or "UTC"
+        problem = _timezone(zone)
+        if problem:
+            raise SettingsError(f"{TIMEZONE}: {problem}")
+        locations = {CLEAN_URI: clean, ERRORS_URI: errors, QUARANTINE_URI: quarantine}
+        for a, la in locations.items():
+            for b, lb in locations.items():
+                if a < b and la.bucket == lb.bucket and _overlap(la.prefix, lb.prefix):
+                    raise SettingsError(f"{a} and {b} overlap ({la.uri()}, {lb.uri()}); "
+                                        "give each its own prefix")
+        return cls(clean, errors, quarantine, table, zone)
+
+    def config(self) -> Config:
+        """The daemon's configuration these settings amount to (record rules, compaction, API)."""
+        return Config(transform=TransformConfig(timezone=self.timezone))
+
+
+def _overlap(a: str, b: str) -> bool:
+    return a == b or not a or not b or a.startswith(b + "/") or b.startswith(a + "/")
