@@ -1,6 +1,10 @@
 """Compaction: merges each partition's small Parquet files into few large ones, crash-safely.
 
-Plain functions; only the daemon knows about the scheduler. One pass:
+Plain functions; only the daemon knows about the scheduler. The merge (`merge_group`: read
+the small sources one by one, sort by SORT_KEYS, cut files near the target with row groups
+of a sensible size, record the inputs in the schema metadata) reads and stages through a
+`MergeStore`: the daemon's partition directory here, S3 in `logwatchd.aws.compact`, whose
+catalog is the DynamoDB ledger. The daemon's pass:
 
 1. snapshot the catalog of live clean files (the ledger's `outputs`) once, at the start;
    files committed later are not in it and are never touched by this pass;
@@ -32,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import date as Date
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import pyarrow as pa
@@ -104,19 +108,95 @@ class PartitionResult:
 
 
 @dataclass
-class _Source:
-    path: Path
+class Source:
+    """One small live file a merge may read: a path (the daemon) or an object key (S3)."""
+
+    name: str
     rows: int
     bytes: int
     input_sha256: str | None       # None: itself a merged file (its inputs are in its metadata)
 
 
 @dataclass
-class _Group:
+class Merged:
+    """One merged file, complete under its staging name; `final` is where publishing puts it."""
+
+    final: str
+    staged: str
+    rows: int
+    bytes: int
+    inputs: list[str]              # the inputs whose rows it holds (its schema metadata too)
+
+
+@dataclass
+class Group:
     """The sources one transaction replaces, and the merged files that replace them."""
 
-    sources: list[_Source] = field(default_factory=list)
-    outputs: list[Output] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list)
+    outputs: list[Merged] = field(default_factory=list)
+
+
+class StagedOutput(Protocol):
+    """A merged file being written under its staging name."""
+
+    final: str
+    staged: str
+    stream: Any                    # what pq.ParquetWriter writes to; its tell() is the size so far
+
+    def finish(self) -> int:
+        """Closes the file durably (complete, never partial, once this returns); its size."""
+
+    def abort(self) -> None:
+        """Closes and removes what was staged."""
+
+
+class MergeStore(Protocol):
+    """Where a partition's merge reads its sources and stages merged files: the daemon's
+    directory (`LocalStore`), or an S3 prefix (`logwatchd.aws.compact`)."""
+
+    def open_source(self, src: Source) -> Any:
+        """The source as pq.ParquetFile reads it (a path or a file object)."""
+
+    def create(self, name: str) -> StagedOutput:
+        """A new merged file to be published as `name`, inside the partition."""
+
+    def discard(self, merged: Merged) -> None:
+        """Removes a finished staged file that will not be published."""
+
+
+class LocalStore:
+    """The daemon's partition directory: staged files are hidden, written and fsynced in place."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def open_source(self, src: Source) -> str:
+        return src.name
+
+    def create(self, name: str) -> _LocalStaged:
+        return _LocalStaged(self.directory / name)
+
+    def discard(self, merged: Merged) -> None:
+        Path(merged.staged).unlink(missing_ok=True)
+
+
+class _LocalStaged:
+    def __init__(self, final: Path) -> None:
+        staged = staged_name(final)
+        self.final = str(final)
+        self.staged = str(staged)
+        # Kept open across row groups: its position is the file's size so far.
+        self.stream = open(staged, "wb")  # noqa: SIM115
+
+    def finish(self) -> int:
+        return fsync_close(self.stream)
+
+    def abort(self) -> None:
+        try:
+            self.stream.close()
+        except OSError:
+            pass  # closing flushes, which fails again on a full disk
+        Path(self.staged).unlink(missing_ok=True)
 
 
 def valid_date(text: str) -> bool:
@@ -130,7 +210,7 @@ def valid_date(text: str) -> bool:
     return True
 
 
-# --- the pass ---------------------------------------------------------------------------------
+# --- the daemon's pass ------------------------------------------------------------------------
 def run_pass(config: Config, ledger: Ledger, clock: Clock = utc_now, date: str | None = None,
              metrics: Any = None, on_step: Step | None = None,
              cancel: threading.Event | None = None) -> list[PartitionResult]:
@@ -148,11 +228,11 @@ def run_pass(config: Config, ledger: Ledger, clock: Clock = utc_now, date: str |
     log = logs.get_logger()
     step = on_step or (lambda _step, _date: None)
     cfg = config.compaction
-    partitions: dict[str, list[_Source]] = {}
+    partitions: dict[str, list[Source]] = {}
     for row in ledger.compaction_snapshot("clean"):
         if date is None or row["date"] == date:
             partitions.setdefault(row["date"], []).append(
-                _Source(Path(row["path"]), row["rows"], row["bytes"], row["input_sha256"]))
+                Source(row["path"], row["rows"], row["bytes"], row["input_sha256"]))
     results = []
     for day, files in partitions.items():
         if cancel is not None and cancel.is_set():
@@ -160,7 +240,10 @@ def run_pass(config: Config, ledger: Ledger, clock: Clock = utc_now, date: str |
         small = [s for s in files if s.bytes < cfg.target_file_bytes]
         if len(small) < max(cfg.min_files, 2):
             continue
-        result = _compact_partition(config, ledger, clock, day, small, step, cancel)
+        store = LocalStore(config.paths.clean / f"date={day}")
+        result = compact_partition(store, day, small, cfg.target_file_bytes, clock,
+                                   _local_publish(ledger, store, day, clock, step, cancel),
+                                   _cancel_check(cancel))
         results.append(result)
         if result.files_in:
             log.info(logs.COMPACTION_DONE, **result.summary())
@@ -171,36 +254,59 @@ def run_pass(config: Config, ledger: Ledger, clock: Clock = utc_now, date: str |
     return results
 
 
-def _compact_partition(config: Config, ledger: Ledger, clock: Clock, day: str,
-                       small: list[_Source], step: Step,
-                       cancel: threading.Event | None) -> PartitionResult:
-    started = time.monotonic()
-    directory = config.paths.clean / f"date={day}"
-    result = PartitionResult(directory.name, day)
-    pending = deque(small)
-    target = config.compaction.target_file_bytes
-    # Output bytes per row: a first guess from the sources, then what the writer measured.
-    bpr = [FIRST_GUESS_RATIO * sum(s.bytes for s in small) / max(1, sum(s.rows for s in small))]
+def _local_publish(ledger: Ledger, store: LocalStore, day: str, clock: Clock, step: Step,
+                   cancel: threading.Event | None) -> Callable[[Group], None]:
+    """The daemon's commit protocol for one group: the ledger swaps the catalog and journals
+    the renames (staged → final) and the deletions, then carries them out."""
 
+    def publish(group: Group) -> None:
+        outputs = [Output(Path(m.final), Path(m.staged), "clean", day, m.rows, m.bytes)
+                   for m in group.outputs]
+        step("staged", day)
+        failpoint("compact.staged")
+        try:
+            _cancel_check(cancel)()
+            txn = ledger.commit_compaction([Path(s.name) for s in group.sources], outputs, clock())
+        except BaseException:
+            _discard(store, group.outputs)
+            raise
+        step("committed", day)
+        failpoint("compact.committed")
+        ledger.complete(txn)
+        step("published", day)
+
+    return publish
+
+
+def _cancel_check(cancel: threading.Event | None) -> Callable[[], None]:
     def check() -> None:
         if cancel is not None and cancel.is_set():
             raise Cancelled("compaction abandoned for shutdown")
 
+    return check
+
+
+# --- one partition, whatever the store ----------------------------------------------------------
+def compact_partition(store: MergeStore, day: str, small: list[Source], target: int,
+                      clock: Clock, publish: Callable[[Group], None],
+                      check: Callable[[], None], max_sources: int | None = None) -> PartitionResult:
+    """Merges `small` in groups, each handed to `publish` (which swaps it in the catalog and
+    publishes it, or raises); returns what was done.
+
+    `check()` is called between sources and row groups and raises Cancelled to abandon the
+    merge in hand (its staged files removed). An error ends the partition with the groups
+    published so far kept and `error` set; it is logged here (compaction_failed).
+    `max_sources` bounds the sources of one group (a DynamoDB transaction's size).
+    """
+    started = time.monotonic()
+    result = PartitionResult(f"date={day}", day)
+    pending = deque(small)
+    # Output bytes per row: a first guess from the sources, then what the writer measured.
+    bpr = [FIRST_GUESS_RATIO * sum(s.bytes for s in small) / max(1, sum(s.rows for s in small))]
     try:
         while len(pending) >= 2:
-            group = _merge_group(pending, directory, day, target, bpr, clock, check)
-            step("staged", day)
-            failpoint("compact.staged")
-            try:
-                check()
-                txn = ledger.commit_compaction([s.path for s in group.sources], group.outputs, clock())
-            except BaseException:
-                _discard(group.outputs)
-                raise
-            step("committed", day)
-            failpoint("compact.committed")
-            ledger.complete(txn)
-            step("published", day)
+            group = merge_group(store, pending, target, bpr, clock, check, max_sources)
+            publish(group)
             result.files_in += len(group.sources)
             result.files_out += len(group.outputs)
             result.rows += sum(o.rows for o in group.outputs)
@@ -219,35 +325,41 @@ def _compact_partition(config: Config, ledger: Ledger, clock: Clock, day: str,
 
 
 # --- merging ----------------------------------------------------------------------------------
-def _merge_group(pending: deque[_Source], directory: Path, day: str, target: int,
-                 bpr: list[float], clock: Clock, check: Callable[[], None]) -> _Group:
-    """Consumes sources from `pending` and writes them, sorted by `ts`, into staged merged files.
+def merge_group(store: MergeStore, pending: deque[Source], target: int, bpr: list[float],
+                clock: Clock, check: Callable[[], None], max_sources: int | None = None) -> Group:
+    """Consumes sources from `pending` and writes them, sorted by SORT_KEYS, into staged merged files.
 
     Memory holds about one merged file's worth of rows: sources are read until their rows
     should fill one file, sorted, and written a row group at a time until the file reaches
     the target; the rows left over wait, sorted, for the next file. A file that runs out
     of rows before the target while sources remain is discarded and rewritten with more
     rows (rare: when the guess of bytes per row was too high); each retry reads at least
-    one more source, so it ends.
+    one more source, so it ends. At most MAX_FILES_PER_TRANSACTION files are started from
+    fresh sources, and at most `max_sources` sources are read.
     """
-    group = _Group()
+    group = Group()
     inputs_of: list[list[str]] = []        # per source index: the inputs whose rows it holds
     buffer: pa.Table | None = None
     stamp = clock().isoformat()
+
+    def may_read() -> bool:
+        return (bool(pending) and len(group.outputs) < MAX_FILES_PER_TRANSACTION
+                and (max_sources is None or len(group.sources) < max_sources))
+
     try:
         while True:
             tables = [buffer] if buffer is not None else []
             rows = buffer.num_rows if buffer is not None else 0
             need = math.ceil(READ_AHEAD * target / bpr[0])
-            while pending and rows < need and len(group.outputs) < MAX_FILES_PER_TRANSACTION:
+            while rows < need and may_read():
                 check()
                 src = pending.popleft()
-                table, inputs = _read_source(src, len(group.sources))
+                table, inputs = _read_source(store, src, len(group.sources))
                 group.sources.append(src)
                 inputs_of.append(inputs)
                 tables.append(table)
                 rows += table.num_rows
-            last = not pending or len(group.outputs) >= MAX_FILES_PER_TRANSACTION
+            last = not may_read()
             if rows == 0:
                 break
             table = pa.concat_tables(tables)
@@ -256,7 +368,7 @@ def _merge_group(pending: deque[_Source], directory: Path, day: str, target: int
             # The file takes its rows from this table only, so its inputs are among the
             # table's; the schema metadata must be known before the first row group.
             inputs = sorted({sha for i in pc.unique(table[_SRC]).to_pylist() for sha in inputs_of[i]})
-            out = _MergedFile(directory / f"{MERGED_PREFIX}{uuid.uuid4().hex}.parquet",
+            out = _MergedFile(store.create(f"{MERGED_PREFIX}{uuid.uuid4().hex}.parquet"),
                               {META_INPUT_SHAS: orjson.dumps(inputs), META_COMPACTED_AT: stamp.encode()})
             rg_rows = max(1, min(MAX_ROW_GROUP_ROWS, int(target / ROW_GROUPS_PER_FILE / bpr[0])))
             done = 0
@@ -282,27 +394,27 @@ def _merge_group(pending: deque[_Source], directory: Path, day: str, target: int
             try:
                 size = out.close()
             except BaseException:
-                out.abort()  # a failed footer or fsync (disk full): nothing of it may stay
+                out.abort()  # a failed footer, fsync or upload (disk full): nothing of it may stay
                 raise
-            group.outputs.append(Output(out.final, out.staged, "clean", day, out.rows, size))
+            group.outputs.append(Merged(out.staging.final, out.staging.staged, out.rows, size, inputs))
             bpr[0] = max(1.0, size / out.rows)
             buffer = table.take(order.slice(done)) if done < rows else None
             del table, order
             if buffer is None and last:
                 break
     except BaseException:
-        _discard(group.outputs)
+        _discard(store, group.outputs)
         raise
     return group
 
 
-def _read_source(src: _Source, index: int) -> tuple[pa.Table, list[str]]:
+def _read_source(store: MergeStore, src: Source, index: int) -> tuple[pa.Table, list[str]]:
     """One listed file (never a directory scan), in the clean schema, tagged with its index."""
-    pf = pq.ParquetFile(src.path)
+    pf = pq.ParquetFile(store.open_source(src))
     inputs = [src.input_sha256] if src.input_sha256 else _inputs_of_merged(pf)
     table = pf.read(columns=CLEAN_SCHEMA.names).cast(CLEAN_SCHEMA)
     if table.num_rows != src.rows:
-        raise ValueError(f"{src.path} holds {table.num_rows} rows, the ledger says {src.rows}")
+        raise ValueError(f"{src.name} holds {table.num_rows} rows, the ledger says {src.rows}")
     return table.append_column(_SRC, pa.repeat(pa.scalar(index, pa.int32()), table.num_rows)), inputs
 
 
@@ -312,58 +424,55 @@ def _inputs_of_merged(pf: pq.ParquetFile) -> list[str]:
 
 
 class _MergedFile:
-    """One merged file under its staging name, grown a row group at a time, fsynced on close."""
+    """One merged file under its staging name, grown a row group at a time, made durable on close."""
 
-    def __init__(self, final: Path, metadata: dict[bytes, bytes]) -> None:
-        self.final = final
-        self.staged = staged_name(final)
+    def __init__(self, staging: StagedOutput, metadata: dict[bytes, bytes]) -> None:
+        self.staging = staging
         self.rows = 0
         schema = CLEAN_SCHEMA.with_metadata(metadata)
         # Part of the footer is known now: the schema (base64, with its metadata) and the
         # metadata again as key-value pairs. The rest grows a little with each row group.
         self._footer_floor = (4 * math.ceil(schema.serialize().size / 3)
                               + sum(len(k) + len(v) for k, v in metadata.items()))
-        # Kept open across calls: its position is the file's size so far.
-        self._fh = open(self.staged, "wb")  # noqa: SIM115
-        self._writer = pq.ParquetWriter(
-            self._fh, schema, compression=PARQUET_COMPRESSION,
-            use_dictionary=DICTIONARY_COLUMNS,
-            sorting_columns=[pq.SortingColumn(CLEAN_SCHEMA.get_field_index("ts"))])
+        try:
+            self._writer = pq.ParquetWriter(
+                staging.stream, schema, compression=PARQUET_COMPRESSION,
+                use_dictionary=DICTIONARY_COLUMNS,
+                sorting_columns=[pq.SortingColumn(CLEAN_SCHEMA.get_field_index("ts"))])
+        except BaseException:
+            staging.abort()
+            raise
 
     @property
     def written(self) -> int:
-        return self._fh.tell()     # each row group reaches the file as it is written
+        return int(self.staging.stream.tell())   # each row group reaches the stream as it is written
 
     @property
     def at_least(self) -> int:
         """The size the file will have at least once closed."""
-        return self._fh.tell() + self._footer_floor
+        return self.written + self._footer_floor
 
     def write(self, part: pa.Table) -> None:
         self._writer.write_table(part.drop_columns([_SRC]), row_group_size=part.num_rows)
         self.rows += part.num_rows
 
     def close(self) -> int:
-        """Writes the footer and fsyncs; returns the size in bytes."""
+        """Writes the footer and makes the file durable; returns its size in bytes."""
         self._writer.close()
-        return fsync_close(self._fh)
+        return self.staging.finish()
 
     def abort(self) -> None:
         try:
             self._writer.close()
         except Exception:  # noqa: BLE001, S110 - the staged file is removed anyway
             pass
-        try:
-            self._fh.close()
-        except OSError:
-            pass  # closing flushes, which fails again on a full disk
-        self.staged.unlink(missing_ok=True)
+        self.staging.abort()
 
 
-def _discard(outputs: list[Output]) -> None:
+def _discard(store: MergeStore, outputs: list[Merged]) -> None:
     """Removes staged merged files that will not be committed (start-up would, too)."""
     for o in outputs:
-        o.staged.unlink(missing_ok=True)
+        store.discard(o)
 
 
 # --- `logwatchd compact` ----------------------------------------------------------------------
