@@ -23,6 +23,7 @@ INTAKE_PAUSED = "intake_paused"
 INTAKE_RESUMED = "intake_resumed"
 COMPACTION_DONE = "compaction_done"
 COMPACTION_FAILED = "compaction_failed"
+COMPACTION_PASS = "compaction_pass"   # the compaction Lambda's summary of one invocation
 METRICS = "metrics"
 ALERT = "alert"
 ALERT_CLEARED = "alert_cleared"

@@ -12,7 +12,8 @@ for tests and the demo), key `pk` (hash) + `sk` (range), on-demand billing. Item
     files#<YYYY-MM-DD>      <rel key>   one live clean file (key relative to the clean URI,
                                         "date=…/<name>.parquet"): rows, bytes, and
                                         input_sha256, or inputs (a merged file's)
-    partitions              <date>      files: live clean files of that date
+    partitions              <date>      files: live clean files of that date; compacting
+                                        (epoch s), sweeps: compact.py's (see there)
     compaction#<date>       journal     a compaction's pending publish (compact.py)
 
 Exactly once under at-least-once delivery: `claim` is a conditional write (the first
@@ -260,6 +261,10 @@ class DynamoLedger:
         """Live clean files per date."""
         return {_str(item, "sk") or "": int(_num(item, "files"))
                 for item in self._query(PARTITIONS_PK)}
+
+    def partition_items(self) -> dict[str, dict[str, Any]]:
+        """Each date's partition item as DynamoDB returns it (`files`, and compact.py's mark)."""
+        return {_str(item, "sk") or "": item for item in self._query(PARTITIONS_PK)}
 
     def live_files(self, day: str) -> list[CatalogFile]:
         """The catalog of one date's live clean files, by key."""

@@ -17,6 +17,8 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 from ..config import Config, TransformConfig, _timezone
 
@@ -107,6 +109,27 @@ class Settings:
     def config(self) -> Config:
         """The daemon's configuration these settings amount to (record rules, compaction, API)."""
         return Config(transform=TransformConfig(timezone=self.timezone))
+
+
+def s3_filesystem(environ: Mapping[str, str] | None = None) -> Any:
+    """pyarrow's S3 client, pointed where boto3 points: pyarrow reads neither `AWS_ENDPOINT_URL`
+    nor `AWS_ENDPOINT_URL_S3` itself (apache/arrow#49643), so they are passed on here, the
+    service-specific one first as boto3 does; the region from `AWS_REGION` (set by Lambda)
+    or `AWS_DEFAULT_REGION`."""
+    from pyarrow.fs import S3FileSystem
+
+    env = os.environ if environ is None else environ
+    kwargs: dict[str, Any] = {}
+    endpoint = env.get("AWS_ENDPOINT_URL_S3", "").strip() or env.get("AWS_ENDPOINT_URL", "").strip()
+    if endpoint:
+        url = urlsplit(endpoint)
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise SettingsError(f"AWS_ENDPOINT_URL: must be http(s)://host[:port], got {endpoint[:200]!r}")
+        kwargs.update(endpoint_override=url.netloc, scheme=url.scheme)
+    region = env.get("AWS_REGION", "").strip() or env.get("AWS_DEFAULT_REGION", "").strip()
+    if region:
+        kwargs["region"] = region
+    return S3FileSystem(**kwargs)
 
 
 def _overlap(a: str, b: str) -> bool:
