@@ -31,7 +31,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from ..compaction import (
     compact_partition,
     valid_date,
 )
+from ..config import Config
 from ..durable import staged_name
 from ..errors import Cancelled
 from ..ledger import CatalogChanged
@@ -123,37 +124,29 @@ class Recovery:
     mark_cleared: bool = False
 
 
-@dataclass
 class S3Compaction:
-    """One run over the clean location: recover, then compact each partition that needs it."""
+    """One run over the clean location: recover, then compact each partition that needs it.
 
-    settings: Settings
-    ledger: DynamoLedger | None = None
-    s3: Any = None                       # boto3 S3 client
-    fs: Any = None                       # pyarrow.fs.S3FileSystem
-    now: Callable[[], float] = time.time
-    deadline: float | None = None        # time.monotonic() by which the invocation must end
-    orphan_age: float = ORPHAN_AGE_SECONDS
-    on_step: Step | None = None          # (step, date): staged, committed, copied, deleted, published
-    _recovered: dict[str, Recovery] = field(default_factory=dict)
+    Everything but the settings may be injected: the clients, the compaction settings (the
+    daemon's defaults otherwise), the clock (`now`, epoch seconds: orphan ages), the
+    invocation's deadline (time.monotonic()), and `on_step(step, date)`, called after each
+    step of a swap: staged, committed, copied, deleted, published.
+    """
 
-    def __post_init__(self) -> None:
-        if self.ledger is None:
-            self.ledger = DynamoLedger(self.settings.ledger_table)
-        if self.s3 is None:
-            import boto3
-            from botocore.config import Config as BotoConfig
-
-            self.s3 = boto3.client("s3", config=BotoConfig(retries={"mode": "standard", "max_attempts": 5}))
-        if self.fs is None:
-            self.fs = s3_filesystem()
-        self.clean: S3Location = self.settings.clean
-        self.config = self.settings.config()
-
-    @property
-    def db(self) -> DynamoLedger:
-        assert self.ledger is not None
-        return self.ledger
+    def __init__(self, settings: Settings, *, ledger: DynamoLedger | None = None, s3: Any = None,
+                 fs: Any = None, config: Config | None = None, now: Callable[[], float] = time.time,
+                 deadline: float | None = None, orphan_age: float = ORPHAN_AGE_SECONDS,
+                 on_step: Step | None = None) -> None:
+        self.settings = settings
+        self.clean: S3Location = settings.clean
+        self.db = ledger or DynamoLedger(settings.ledger_table)
+        self.s3 = s3 or _s3_client()
+        self.fs = fs or s3_filesystem()
+        self.config = config or settings.config()
+        self.now = now
+        self.deadline = deadline
+        self.orphan_age = orphan_age
+        self.on_step = on_step
 
     # --- the run --------------------------------------------------------------------------
     def run(self, date: str | None = None) -> dict[str, Any]:
@@ -173,8 +166,10 @@ class S3Compaction:
                              orphans_removed=rec.orphans_removed, error=rec.error)
         results: list[PartitionResult] = []
         for day in days:
-            if recovered.get(day, Recovery()).error:
-                continue                  # a journal that cannot be replayed blocks the partition
+            error = recovered.get(day, Recovery()).error
+            if error:                     # a journal that cannot be replayed blocks the partition
+                results.append(PartitionResult(f"date={day}", day, error=error))
+                continue
             if int(items[day].get("files", {"N": "0"})["N"]) < max(cfg.min_files, 2):
                 continue
             if self._time_is_short():
@@ -274,13 +269,13 @@ class S3Compaction:
     def publish(self, day: str, journal: Journal) -> None:
         """Carries out a swapped group's journal, then deletes it; idempotent, so a replay of a
         journal whose publish died half-way (or is still running elsewhere) converges."""
+        from boto3.s3.transfer import TransferConfig
+
         bucket = self.clean.bucket
         for staging, final, size in journal.copies:
             if self._size(self.clean.key(final)) == size:
                 continue                      # copied before
             try:
-                from boto3.s3.transfer import TransferConfig
-
                 self.s3.copy({"Bucket": bucket, "Key": self.clean.key(staging)}, bucket,
                              self.clean.key(final),
                              Config=TransferConfig(multipart_threshold=COPY_PART_BYTES,
@@ -361,30 +356,42 @@ class S3Compaction:
 
     def _mark(self, day: str) -> int:
         """Marks the partition as being staged in; returns its count of sweeps."""
-        out = self.db.client.update_item(
-            TableName=self.db.table, Key={"pk": _s(PARTITIONS_PK), "sk": _s(day)},
-            UpdateExpression="SET #mark = :now", ExpressionAttributeNames={"#mark": MARK},
-            ExpressionAttributeValues={":now": _n(round(self.now(), 3))}, ReturnValues="ALL_NEW")
+        out = self._update_partition(day, UpdateExpression="SET #mark = :now",
+                                     ExpressionAttributeNames={"#mark": MARK},
+                                     ExpressionAttributeValues={":now": _n(round(self.now(), 3))},
+                                     ReturnValues="ALL_NEW")
         return int(out["Attributes"].get(SWEEPS, {"N": "0"})["N"])
 
     def _count_sweep(self, day: str) -> None:
-        self.db.client.update_item(
-            TableName=self.db.table, Key={"pk": _s(PARTITIONS_PK), "sk": _s(day)},
-            UpdateExpression="ADD #sweeps :one", ExpressionAttributeNames={"#sweeps": SWEEPS},
-            ExpressionAttributeValues={":one": _n(1)})
+        self._update_partition(day, UpdateExpression="ADD #sweeps :one",
+                               ExpressionAttributeNames={"#sweeps": SWEEPS},
+                               ExpressionAttributeValues={":one": _n(1)})
 
     def _unmark(self, day: str, marked_at: float) -> bool:
         """Clears the mark unless a pass set it again since it was read."""
-        client = self.db.client
         try:
-            client.update_item(
-                TableName=self.db.table, Key={"pk": _s(PARTITIONS_PK), "sk": _s(day)},
-                UpdateExpression="REMOVE #mark", ConditionExpression="#mark = :seen",
-                ExpressionAttributeNames={"#mark": MARK},
-                ExpressionAttributeValues={":seen": _n(marked_at)})
-        except client.exceptions.ConditionalCheckFailedException:
+            self._update_partition(day, UpdateExpression="REMOVE #mark",
+                                   ConditionExpression="#mark = :seen",
+                                   ExpressionAttributeNames={"#mark": MARK},
+                                   ExpressionAttributeValues={":seen": _n(marked_at)})
+        except self.db.client.exceptions.ConditionalCheckFailedException:
             return False
         return True
+
+    def _update_partition(self, day: str, **kwargs: Any) -> Any:
+        """UpdateItem on the partition's item, which ingestion's transactions update too: a
+        write that meets one of them in flight is refused (not retried by botocore), so it
+        is tried again."""
+        client = self.db.client
+        for attempt in range(TRANSACTION_ATTEMPTS):
+            try:
+                return client.update_item(TableName=self.db.table,
+                                          Key={"pk": _s(PARTITIONS_PK), "sk": _s(day)}, **kwargs)
+            except client.exceptions.TransactionConflictException:
+                if attempt == TRANSACTION_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * 2 ** attempt)
+        raise AssertionError("unreachable")
 
     # --- S3 -------------------------------------------------------------------------------
     def _size(self, key: str) -> int | None:
@@ -433,11 +440,10 @@ class S3Store:
         self.day = day
 
     def open_source(self, src: Source) -> Any:
-        path = self.clean.path(src.name)
-        if src.bytes <= WHOLE_GET_BYTES:
-            with self.fs.open_input_stream(path) as fh:
-                return pa.BufferReader(fh.readall())
-        return self.fs.open_input_file(path)
+        if src.bytes <= WHOLE_GET_BYTES:       # one request, where pyarrow makes three
+            got = self.s3.get_object(Bucket=self.clean.bucket, Key=self.clean.key(src.name))
+            return pa.BufferReader(got["Body"].read())
+        return self.fs.open_input_file(self.clean.path(src.name))
 
     def create(self, name: str) -> S3Staged:
         final = f"date={self.day}/{name}"
@@ -475,6 +481,13 @@ class S3Staged:
         except Exception as exc:  # noqa: BLE001 - an orphan: the next run's sweep removes it
             logs.get_logger().warning(logs.COMPACTION_FAILED, during="abort",
                                       staged=self.store.clean.uri(self.staged), error=repr(exc))
+
+
+def _s3_client() -> Any:
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    return boto3.client("s3", config=BotoConfig(retries={"mode": "standard", "max_attempts": 5}))
 
 
 def _journal_key(day: str) -> dict[str, Any]:

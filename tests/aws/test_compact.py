@@ -19,7 +19,7 @@ import pytest
 from logwatchd.aws.compact import MAX_ACTIONS, ORPHAN_AGE_SECONDS, S3Compaction
 from logwatchd.aws.ledger import CatalogFile, DynamoLedger
 from logwatchd.aws.settings import Settings, SettingsError, s3_filesystem
-from logwatchd.compaction import META_INPUT_SHAS
+from logwatchd.compaction import META_INPUT_SHAS, Source
 from logwatchd.config import CompactionConfig, Config, parse_config
 
 from .conftest import AwsEnv
@@ -94,7 +94,8 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Seeded]]:
 def register(aws: AwsEnv, ledger: DynamoLedger, inputs: list[Seeded]) -> None:
     """Uploads the files and completes each input in the ledger, as the ingest Lambda does."""
     s3 = aws.s3()
-    for inp in inputs:
+
+    def one(inp: Seeded) -> None:
         files = []
         for key, path, rows, size in inp.files:
             s3.put_object(Bucket=aws.output_bucket, Key=f"clean/{key}", Body=path.read_bytes())
@@ -106,6 +107,9 @@ def register(aws: AwsEnv, ledger: DynamoLedger, inputs: list[Seeded]) -> None:
         ledger.complete(inp.sha256, owner="seed", outcome="ok",
                         summary={"processed": valid, "valid": valid, "errors": 0},
                         files=files, counts=inp.counts)
+
+    for inp in inputs:
+        one(inp)
 
 
 def read_dataset(aws: AwsEnv) -> Any:
@@ -379,6 +383,51 @@ def test_a_run_replaying_a_journal_while_its_pass_publishes(
     assert_converged(aws, ledger, expected_rows(seeded["small"]))
 
 
+def test_no_swap_while_another_publish_is_pending_on_the_date(
+        aws: AwsEnv, seeded: dict[str, list[Seeded]]) -> None:
+    """A pass that died after its swap leaves its journal; another pass swapping other files of
+    the same date before anyone replays it fails cleanly instead of overwriting it, and the
+    next run publishes the first."""
+    settings = Settings.from_env()
+    ledger = DynamoLedger(aws.table)
+    register(aws, ledger, seeded["small"])
+    with pytest.raises(Crash):
+        S3Compaction(settings, on_step=crash_at("committed")).run(DAYS[0])
+    newcomers = seeded["many"][:2]
+    register(aws, ledger, newcomers)
+    sources = [Source(k, r, b, i.sha256) for i in newcomers for k, _p, r, b in i.files]
+    result = S3Compaction(settings).compact(DAYS[0], sources)
+    assert result.files_in == 0 and "publish is pending" in (result.error or "")
+    assert [k for k in objects(aws) if hidden(k) and "compacted-" in k and k.startswith(
+        f"date={DAYS[0]}/")], "the first pass's staging object is still there"
+    out = S3Compaction(settings).run()
+    assert out["journals_replayed"] == 1
+    assert_converged(aws, ledger, expected_rows(seeded["small"] + newcomers))
+
+
+def test_a_journal_whose_objects_are_gone_is_kept_and_reported(
+        aws: AwsEnv, seeded: dict[str, list[Seeded]]) -> None:
+    """A journal naming a merged object that exists neither staged nor final (removed by hand)
+    cannot be replayed: the run reports it for that partition and leaves the partition and
+    the journal alone; the other partitions are compacted."""
+    settings = Settings.from_env()
+    ledger = DynamoLedger(aws.table)
+    register(aws, ledger, seeded["small"])
+    with pytest.raises(Crash):
+        S3Compaction(settings, on_step=crash_at("committed")).run(DAYS[0])
+    [staging] = [k for k in objects(aws) if hidden(k)]
+    aws.s3().delete_object(Bucket=aws.output_bucket, Key=f"clean/{staging}")
+    left = objects(aws)
+    out = S3Compaction(settings).run()
+    broken = {p["partition"]: p for p in out["partitions"]}
+    assert "JournalBroken" in broken[f"date={DAYS[0]}"]["error"]
+    assert broken[f"date={DAYS[1]}"]["files_out"] == 1
+    assert [k for k in objects(aws) if k.startswith(f"date={DAYS[0]}/")] == [
+        k for k in left if k.startswith(f"date={DAYS[0]}/")]
+    assert ledger.client.get_item(TableName=ledger.table, ConsistentRead=True, Key={
+        "pk": {"S": f"compaction#{DAYS[0]}"}, "sk": {"S": "journal"}}).get("Item") is not None
+
+
 def test_a_large_partition_swaps_in_transactions_of_at_most_100_actions(
         aws: AwsEnv, seeded: dict[str, list[Seeded]]) -> None:
     """90 small files of one date and a small target: several groups, several merged files,
@@ -395,9 +444,7 @@ def test_a_large_partition_swaps_in_transactions_of_at_most_100_actions(
 
     ledger.client.transact_write_items = counting
     config = Config(compaction=CompactionConfig(target_file_bytes=16 * 1024, min_files=4))
-    compaction = S3Compaction(settings, ledger=ledger)
-    compaction.config = config
-    out = compaction.run()
+    out = S3Compaction(settings, ledger=ledger, config=config).run()
     [p] = out["partitions"]
     assert p["files_in"] == 90 and "error" not in p
     assert len(sizes) >= 2 and max(sizes) <= MAX_ACTIONS
