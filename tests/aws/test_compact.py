@@ -364,20 +364,31 @@ def test_a_second_concurrent_pass_loses_cleanly(aws: AwsEnv, seeded: dict[str, l
     assert_converged(aws, ledger, expected_rows(seeded["small"]))
 
 
+@pytest.mark.parametrize("when", ["copying", "copied"])
 def test_a_run_replaying_a_journal_while_its_pass_publishes(
-        aws: AwsEnv, seeded: dict[str, list[Seeded]]) -> None:
-    """A run that finds the journal of a pass still publishing replays it; the two publishes
-    interleave harmlessly and the pass ends without error."""
+        aws: AwsEnv, seeded: dict[str, list[Seeded]], when: str) -> None:
+    """A run that finds the journal of a pass still publishing replays it, just before the
+    pass's own copy or just after it; the two publishes interleave harmlessly and the pass
+    ends without error."""
     settings = Settings.from_env()
     ledger = DynamoLedger(aws.table)
     register(aws, ledger, seeded["small"])
     other: list[dict[str, Any]] = []
 
-    def replay_now(at: str, day: str) -> None:
-        if at == "copied" and not other:
+    def replay_now(day: str) -> None:
+        if not other:
             other.append(S3Compaction(settings).run(day))
 
-    out = S3Compaction(settings, on_step=replay_now).run(DAYS[0])
+    s3 = aws.s3()
+    real_copy = s3.copy
+    if when == "copying":
+        def copy(*args: Any, **kwargs: Any) -> Any:
+            replay_now(DAYS[0])         # after the pass found the final object missing
+            return real_copy(*args, **kwargs)
+
+        s3.copy = copy
+    out = S3Compaction(settings, s3=s3, on_step=lambda at, day: replay_now(day) if at == when else None
+                       ).run(DAYS[0])
     assert other[0]["journals_replayed"] == 1
     assert [(p["files_out"], p.get("error")) for p in out["partitions"]] == [(1, None)]
     assert_converged(aws, ledger, expected_rows(seeded["small"]))
