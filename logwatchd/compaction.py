@@ -115,6 +115,7 @@ class Source:
     rows: int
     bytes: int
     input_sha256: str | None       # None: itself a merged file (its inputs are in its metadata)
+    this_pass: bool = False        # merged by this very pass, and merged again (merge_again)
 
 
 @dataclass
@@ -289,14 +290,19 @@ def _cancel_check(cancel: threading.Event | None) -> Callable[[], None]:
 # --- one partition, whatever the store ----------------------------------------------------------
 def compact_partition(store: MergeStore, day: str, small: list[Source], target: int,
                       clock: Clock, publish: Callable[[Group], None],
-                      check: Callable[[], None], max_sources: int | None = None) -> PartitionResult:
+                      check: Callable[[], None], max_sources: int | None = None,
+                      merge_again: bool = False) -> PartitionResult:
     """Merges `small` in groups, each handed to `publish` (which swaps it in the catalog and
-    publishes it, or raises); returns what was done.
+    publishes it, or raises); returns what was done, from the sources it found to the files
+    it leaves.
 
     `check()` is called between sources and row groups and raises Cancelled to abandon the
     merge in hand (its staged files removed). An error ends the partition with the groups
     published so far kept and `error` set; it is logged here (compaction_failed).
-    `max_sources` bounds the sources of one group (a DynamoDB transaction's size).
+    `max_sources` bounds the sources of one group (a DynamoDB transaction's size); with
+    `merge_again`, a published merged file still under the target joins the end of the
+    queue, so that groups bounded that way still end in few files: each level of merging
+    divides their number by about `max_sources`, and reads the partition's bytes once.
     """
     started = time.monotonic()
     result = PartitionResult(f"date={day}", day)
@@ -307,11 +313,17 @@ def compact_partition(store: MergeStore, day: str, small: list[Source], target: 
         while len(pending) >= 2:
             group = merge_group(store, pending, target, bpr, clock, check, max_sources)
             publish(group)
-            result.files_in += len(group.sources)
-            result.files_out += len(group.outputs)
-            result.rows += sum(o.rows for o in group.outputs)
-            result.bytes_before += sum(s.bytes for s in group.sources)
-            result.bytes_after += sum(o.bytes for o in group.outputs)
+            found = [s for s in group.sources if not s.this_pass]
+            again = [s for s in group.sources if s.this_pass]
+            result.files_in += len(found)
+            result.files_out += len(group.outputs) - len(again)
+            result.rows += sum(s.rows for s in found)
+            result.bytes_before += sum(s.bytes for s in found)
+            result.bytes_after += sum(o.bytes for o in group.outputs) - sum(s.bytes for s in again)
+            if merge_again and len(group.sources) >= 2:
+                # Only a group's last file can be under the target: the queue shrinks, so it ends.
+                pending.extend(Source(o.final, o.rows, o.bytes, None, this_pass=True)
+                               for o in group.outputs if o.bytes < target)
     except Cancelled as exc:
         result.error = str(exc)
     except Exception as exc:  # noqa: BLE001 - one partition's trouble must not stop the others

@@ -194,7 +194,7 @@ class S3Compaction:
         return compact_partition(store, day, small, self.config.compaction.target_file_bytes,
                                  self._clock,
                                  lambda group: self._swap_and_publish(store, day, group, sweeps),
-                                 self._check, MAX_SOURCES_PER_GROUP)
+                                 self._check, MAX_SOURCES_PER_GROUP, merge_again=True)
 
     # --- steps ----------------------------------------------------------------------------
     def _swap_and_publish(self, store: S3Store, day: str, group: Group, sweeps: int) -> None:
@@ -281,8 +281,10 @@ class S3Compaction:
                              Config=TransferConfig(multipart_threshold=COPY_PART_BYTES,
                                                    multipart_chunksize=COPY_PART_BYTES // 4))
             except self.s3.exceptions.ClientError as exc:
-                if _status(exc) != 404 or self._size(self.clean.key(final)) == size:
+                if _status(exc) != 404:
                     raise
+                if self._size(self.clean.key(final)) == size:
+                    continue                  # copied (and its staging removed) by a replay meanwhile
                 raise JournalBroken(f"{self.clean.uri(final)}: neither it nor its staging object "
                                     f"{self.clean.uri(staging)} exists") from None
         self._step("copied", day)

@@ -441,8 +441,9 @@ def test_a_journal_whose_objects_are_gone_is_kept_and_reported(
 
 def test_a_large_partition_swaps_in_transactions_of_at_most_100_actions(
         aws: AwsEnv, seeded: dict[str, list[Seeded]]) -> None:
-    """90 small files of one date and a small target: several groups, several merged files,
-    each swap one transaction within DynamoDB's 100 actions; every row once."""
+    """90 small files of one date: several groups, each swap one transaction within DynamoDB's
+    100 actions, and still one merged file at the end of the pass (a group's file under the
+    target is merged again with the next); every row once."""
     settings = Settings.from_env()
     ledger = DynamoLedger(aws.table)
     register(aws, ledger, seeded["many"])
@@ -454,14 +455,34 @@ def test_a_large_partition_swaps_in_transactions_of_at_most_100_actions(
         return real(**kwargs)
 
     ledger.client.transact_write_items = counting
-    config = Config(compaction=CompactionConfig(target_file_bytes=16 * 1024, min_files=4))
-    out = S3Compaction(settings, ledger=ledger, config=config).run()
+    out = S3Compaction(settings, ledger=ledger).run()
     [p] = out["partitions"]
-    assert p["files_in"] == 90 and "error" not in p
+    assert (p["files_in"], p["files_out"], p.get("error")) == (90, 1, None)
+    assert p["rows"] == sum(f[2] for i in seeded["many"] for f in i.files)
     assert len(sizes) >= 2 and max(sizes) <= MAX_ACTIONS
-    merged = ledger.live_files(DAYS[0])
-    assert len(merged) == p["files_out"] >= 2
+    [merged] = ledger.live_files(DAYS[0])
+    assert p["bytes_after"] == merged.bytes and len(merged.inputs) == 90
     assert_converged(aws, ledger, expected_rows(seeded["many"]))
+
+
+def test_merged_files_are_cut_near_the_target(aws: AwsEnv, seeded: dict[str, list[Seeded]]) -> None:
+    """With a small target, a partition becomes several merged files, all but one at least the
+    target; together they hold every row once, each sorted by time."""
+    settings = Settings.from_env()
+    ledger = DynamoLedger(aws.table)
+    register(aws, ledger, seeded["small"])
+    target = 4096
+    config = Config(compaction=CompactionConfig(target_file_bytes=target, min_files=4))
+    out = S3Compaction(settings, config=config).run(DAYS[0])
+    [p] = out["partitions"]
+    merged = ledger.live_files(DAYS[0])
+    assert p["files_out"] == len(merged) >= 2 and "error" not in p
+    assert sum(f.bytes < target for f in merged) <= 1
+    for f in merged:
+        with s3_filesystem().open_input_file(f"{aws.output_bucket}/clean/{f.key}") as fh:
+            ts = pq.read_table(fh, columns=["ts"])["ts"].to_pylist()
+        assert ts == sorted(ts)
+    assert_converged(aws, ledger, expected_rows(seeded["small"]))
 
 
 def test_too_little_time_left_compacts_nothing(aws: AwsEnv, seeded: dict[str, list[Seeded]]) -> None:
