@@ -207,16 +207,35 @@ class S3Compaction:
             if sum(m.rows for m in group.outputs) != sum(s.rows for s in group.sources):
                 raise ValueError(f"the merged files hold {sum(m.rows for m in group.outputs)} rows, "
                                  f"their sources {sum(s.rows for s in group.sources)}")
-            self._transact(self._swap_actions(day, group, journal, sweeps))
-        except (CatalogChanged, Cancelled, ValueError,
-                self.db.client.exceptions.TransactionCanceledException):
-            # Definitely not swapped: the staged objects will never be published. (Any other
-            # error may hide a swap that happened: they stay, for the journal or the sweep.)
-            for m in group.outputs:
-                store.discard(m)
+        except (Cancelled, ValueError):
+            self._discard(store, group)
             raise
+        try:
+            self._transact(self._swap_actions(day, group, journal, sweeps))
+        except Exception as exc:
+            # A refusal may answer a retry of a request that did commit (its reply lost): the
+            # journal, under this swap's own id, is the proof either way.
+            committed = self._committed(day, journal)
+            if not committed:
+                refused = (CatalogChanged, self.db.client.exceptions.TransactionCanceledException)
+                if committed is False and isinstance(exc, refused):
+                    self._discard(store, group)      # these will never be published
+                raise                                # else unknown: the sweep decides, later
         self._step("committed", day)
         self.publish(day, journal)
+
+    def _committed(self, day: str, journal: Journal) -> bool | None:
+        """Whether this swap's journal is there (None: could not be read)."""
+        try:
+            found = self._journal(day)
+        except Exception:  # noqa: BLE001 - unknown: nothing is removed
+            return None
+        return found is not None and found.id == journal.id
+
+    @staticmethod
+    def _discard(store: S3Store, group: Group) -> None:
+        for m in group.outputs:
+            store.discard(m)
 
     def _swap_actions(self, day: str, group: Group, journal: Journal,
                       sweeps: int) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from botocore.exceptions import ReadTimeoutError
 
 from logwatchd.aws.compact import MAX_ACTIONS, ORPHAN_AGE_SECONDS, S3Compaction
 from logwatchd.aws.ledger import CatalogFile, DynamoLedger
@@ -344,6 +345,29 @@ def test_a_file_ingested_during_a_pass_is_kept(aws: AwsEnv, seeded: dict[str, li
     late_counts = Counter({f"{d}/{a}": n for (d, a), n in seeded["late"][0].counts.items()})
     want_counts = Counter({f"{d}/{a}": n for d, c in before.items() for a, n in c.items()}) + late_counts
     assert Counter({f"{d}/{a}": n for d, c in counts(ledger).items() for a, n in c.items()}) == want_counts
+
+
+@pytest.mark.parametrize("reply", ["refused", "lost"])
+def test_a_swap_that_committed_is_published_whatever_the_reply(
+        aws: AwsEnv, seeded: dict[str, list[Seeded]], reply: str) -> None:
+    """A swap request that committed but whose reply was lost (a timeout), or answered by the
+    refusal of its own retry, is published, never discarded: its journal says it committed."""
+    settings = Settings.from_env()
+    ledger = DynamoLedger(aws.table)
+    register(aws, ledger, seeded["small"])
+    client = ledger.client
+    real = client.transact_write_items
+
+    def twice(**kwargs: Any) -> Any:
+        real(**kwargs)
+        if reply == "lost":
+            raise ReadTimeoutError(endpoint_url=aws.endpoint)
+        return real(**kwargs)         # the retry: its conditions fail on what the first did
+
+    client.transact_write_items = twice
+    out = S3Compaction(settings, ledger=ledger).run(DAYS[0])
+    assert [(p["files_out"], p.get("error")) for p in out["partitions"]] == [(1, None)]
+    assert_converged(aws, ledger, expected_rows(seeded["small"]))
 
 
 def test_a_second_concurrent_pass_loses_cleanly(aws: AwsEnv, seeded: dict[str, list[Seeded]]) -> None:
