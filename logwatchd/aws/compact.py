@@ -5,25 +5,28 @@ S3 has no rename, so a group of small files is replaced in three steps, each saf
 
 1. stage: the partition's item is marked `compacting` (when), then the merged objects are
    written under hidden keys in the partition, `date=D/.compacted-<uuid>.parquet.tmp`
-   (names starting with "." or "_" are not data: Athena, pyarrow and DuckDB skip them);
+   (Athena and pyarrow skip names starting with "." or "_"; `*.parquet` globs miss them);
 2. swap, in one TransactWriteItems: delete the sources' catalog items (each must still be
    there with the rows that were read, so a concurrent pass that swapped them first makes
    this one fail, changing nothing), put the merged files' items, add (merged − sources)
    to the partition's file count, and put the journal (`compaction#<date>` / `journal`: the
-   copies staging → final and the sources to delete; one per date at a time);
+   copies staging → final and the sources to delete; one per date at a time). A group has
+   at most MAX_SOURCES_PER_GROUP sources, to stay within a transaction's 100 actions; a
+   group's last file, when under the target, is merged again with the next group's;
 3. publish: copy each staging object to its final key, delete the staging objects and the
    sources, delete the journal. Between the copies and the deletions a listing sees both
    generations (never neither), as with the daemon's renames.
 
-Every run first recovers the partitions marked `compacting`: it replays the journal left by
-a pass that died after its swap (idempotent: an object is copied only while its final key
-is missing; deleting a missing object is not an error), removes staging objects older than
-ORPHAN_AGE_SECONDS that no journal names (a pass that died before its swap), and clears
-the mark once nothing of the kind can be left. A sweep that removes objects first counts
-itself on the partition's item (`sweeps`), and a swap requires the count its pass saw when
-it marked the partition: however slow a pass, a sweep never takes an object it will publish. Files ingested during a pass are not in its
-snapshot and are never touched; counts never change (compaction moves rows, it never adds
-or removes one).
+A swap whose reply is lost is recognised by its journal's id: published if there, else
+left for the sweep. Every run first recovers the partitions marked `compacting`: it replays
+the journal left by a pass that died after its swap (idempotent: an object is copied only
+while its final key is missing; deleting a missing object is not an error), removes staging
+objects older than ORPHAN_AGE_SECONDS that no journal names (a pass that died before its
+swap), and clears the mark once nothing of the kind can be left. A sweep that removes
+objects first counts itself on the partition's item (`sweeps`), and a swap requires the
+count its pass saw when it marked the partition: however slow a pass, a sweep never takes
+an object it would publish. Files ingested during a pass are not in its snapshot and are
+never touched; counts never change (compaction moves rows, it never adds or removes one).
 """
 
 from __future__ import annotations
