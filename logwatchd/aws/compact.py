@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,8 +72,10 @@ MAX_ACTIONS = 100
 # A merged file's catalog item lists its inputs up to this many (an item holds 400 KB); the
 # file's schema metadata always lists them all.
 MAX_CATALOG_INPUTS = 1000
-# A source at most this big is fetched in one GET; a bigger one is read by ranges.
+# A source at most this big is fetched in one GET, up to FETCH_AHEAD of them ahead of the
+# merge; a bigger one is read by ranges when its turn comes.
 WHOLE_GET_BYTES = 8 << 20
+FETCH_AHEAD = 8
 # Copies above this size go by parts (CopyObject takes 5 GiB at most).
 COPY_PART_BYTES = 1 << 30
 # No new group is merged or swapped with less time left than this in the invocation.
@@ -193,11 +197,14 @@ class S3Compaction:
     def compact(self, day: str, small: list[Source]) -> PartitionResult:
         """Merges one partition's small files (a snapshot of its catalog) group by group."""
         sweeps = self._mark(day)
-        store = S3Store(self.fs, self.s3, self.clean, day)
-        return compact_partition(store, day, small, self.config.compaction.target_file_bytes,
-                                 self._clock,
-                                 lambda group: self._swap_and_publish(store, day, group, sweeps),
-                                 self._check, MAX_SOURCES_PER_GROUP, merge_again=True)
+        store = S3Store(self.fs, self.s3, self.clean, day, upcoming=small)
+        try:
+            return compact_partition(store, day, small, self.config.compaction.target_file_bytes,
+                                     self._clock,
+                                     lambda group: self._swap_and_publish(store, day, group, sweeps),
+                                     self._check, MAX_SOURCES_PER_GROUP, merge_again=True)
+        finally:
+            store.close()
 
     # --- steps ----------------------------------------------------------------------------
     def _swap_and_publish(self, store: S3Store, day: str, group: Group, sweeps: int) -> None:
@@ -455,19 +462,50 @@ class S3Compaction:
 
 class S3Store:
     """One partition of the clean location as the merge's store: sources read from their
-    objects, merged files streamed to hidden staging keys beside them."""
+    objects, merged files streamed to hidden staging keys beside them.
 
-    def __init__(self, fs: Any, s3: Any, clean: S3Location, day: str) -> None:
+    The merge reads its sources one after another; small ones are fetched a few ahead, in
+    the order given (`upcoming`), so that it rarely waits for S3's latency.
+    """
+
+    def __init__(self, fs: Any, s3: Any, clean: S3Location, day: str,
+                 upcoming: list[Source] | None = None) -> None:
         self.fs = fs
         self.s3 = s3
         self.clean = clean
         self.day = day
+        self._upcoming = deque(s for s in upcoming or [] if s.bytes <= WHOLE_GET_BYTES)
+        self._fetching: dict[str, Future[bytes]] = {}
+        self._pool: ThreadPoolExecutor | None = None
 
     def open_source(self, src: Source) -> Any:
-        if src.bytes <= WHOLE_GET_BYTES:       # one request, where pyarrow makes three
-            got = self.s3.get_object(Bucket=self.clean.bucket, Key=self.clean.key(src.name))
-            return pa.BufferReader(got["Body"].read())
-        return self.fs.open_input_file(self.clean.path(src.name))
+        if src.bytes > WHOLE_GET_BYTES:
+            return self.fs.open_input_file(self.clean.path(src.name))
+        self._fetch_ahead()
+        fetch = self._fetching.pop(src.name, None)
+        if fetch is None and self._upcoming and self._upcoming[0].name == src.name:
+            self._upcoming.popleft()
+        self._fetch_ahead()
+        return pa.BufferReader(fetch.result() if fetch is not None else self._get(src.name))
+
+    def _fetch_ahead(self) -> None:
+        """Keeps FETCH_AHEAD of the next sources fetching or fetched (at most that many bodies
+        of at most WHOLE_GET_BYTES each are held)."""
+        while self._upcoming and len(self._fetching) < FETCH_AHEAD:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(FETCH_AHEAD, thread_name_prefix="logwatchd-fetch")
+            name = self._upcoming.popleft().name
+            self._fetching[name] = self._pool.submit(self._get, name)
+
+    def _get(self, name: str) -> bytes:
+        """One request, where pyarrow makes three (HEAD, footer, columns)."""
+        got = self.s3.get_object(Bucket=self.clean.bucket, Key=self.clean.key(name))
+        return bytes(got["Body"].read())
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._fetching.clear()
 
     def create(self, name: str) -> S3Staged:
         final = f"date={self.day}/{name}"
