@@ -154,17 +154,20 @@ def test_counts_by_date_and_by_action(aws: AwsEnv, handler: Any) -> None:
     """/counts?date= gives every action of that date; &action= one action's count, 0 when absent."""
     complete(aws, {("2026-03-10", "login"): 2, ("2026-03-10", "view"): 1,
                    ("2026-03-10", "a b&c=d ✓"): 1, ("2026-03-11", "login"): 9})
-    complete(aws, {("2026-03-10", "login"): 1})
+    complete(aws, {("2026-03-10", "login"): 1, ("2026-03-10", "é" * 1024): 2})
     assert call(handler, "/counts", "date=2026-03-10")[2] == {
-        "date": "2026-03-10", "counts": {"a b&c=d ✓": 1, "login": 3, "view": 1}}
+        "date": "2026-03-10", "counts": {"a b&c=d ✓": 1, "login": 3, "view": 1, "é" * 1024: 2}}
+    # The longest action the API takes, 2 KB of UTF-8 (longer than a DynamoDB sort key holds).
+    assert call(handler, "/counts", "date=2026-03-10&action=" + "%C3%A9" * 1024)[2] == {
+        "date": "2026-03-10", "action": "é" * 1024, "count": 2}
     assert call(handler, "/counts", "date=2026-03-10&action=login")[2] == {
         "date": "2026-03-10", "action": "login", "count": 3}
     assert call(handler, "/counts", "date=2026-03-10&action=a+b%26c%3Dd+%E2%9C%93")[2] == {
         "date": "2026-03-10", "action": "a b&c=d ✓", "count": 1}
     assert call(handler, "/counts", "date=2026-03-10&action=nope")[2] == {
         "date": "2026-03-10", "action": "nope", "count": 0}
-    assert call(handler, "/counts", "date=1999-01-01")[:1] == (200,)
-    assert call(handler, "/counts", "date=1999-01-01")[2] == {"date": "1999-01-01", "counts": {}}
+    status, _headers, body = call(handler, "/counts", "date=1999-01-01")
+    assert (status, body) == (200, {"date": "1999-01-01", "counts": {}})
 
 
 # --- the same errors as the daemon -------------------------------------------------------------
