@@ -14,6 +14,7 @@ and moto (`pip install 'moto[server]'`); no AWS account, credentials or variable
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import urllib.parse
@@ -26,6 +27,8 @@ INPUT_BUCKET, OUTPUT_BUCKET, TABLE = "logwatchd-input", "logwatchd-output", "log
 
 def main() -> None:
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server: no line per request
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
