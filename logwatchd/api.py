@@ -1,8 +1,11 @@
-"""The HTTP endpoint (SPEC §6): a Flask app over the ledger and the live metrics, served by waitress.
+"""The daemon's HTTP endpoint (SPEC §6): the count API plus its own routes, served by waitress.
 
 `create_app` takes every dependency (ledger, config, metrics, clock, watcher probe), so
 tests drive it with `app.test_client()` or over a real socket and cross midnight without
-sleeping. `ApiServer` runs waitress on a background thread of the daemon, bound to the
+sleeping. The routes any host serves (counts, health, OpenAPI, /docs, JSON errors) are
+webapp.py's; this module adds what only a daemon has — /stats, the status page /, the
+Prometheus /metrics and a health that checks the watcher, disk and backlog — and
+`ApiServer`, which runs waitress on a background thread of the daemon, bound to the
 configured address only, with small request limits: this endpoint only ever answers GETs.
 
 Counts come from the ledger's per-(date, action) table, committed in the same transaction
@@ -13,14 +16,10 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sqlite3
 import threading
 import time
-import traceback
 from collections.abc import Callable
-from datetime import date, datetime
-from importlib import resources
 from typing import Any
 
 import orjson
@@ -32,90 +31,46 @@ from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher
 from waitress.trigger import trigger
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from . import logs
 from .config import Config
 from .ledger import COUNTERS, Ledger
 from .metrics import Metrics
-from .openapi import MAX_ACTION_CHARS, openapi_document
+from .openapi import openapi_document
 from .overview import build_stats
 from .records import utc_now
 from .statuspage import render as render_page
+from .webapp import (
+    CSS,
+    DOCS_ASSETS,
+    HTML,
+    JS,
+    PAGE_CSP,
+    BadParameter,
+    Clock,
+    FastLoginsToday,
+    add_assets,
+    create_count_app,
+    json_response,
+)
 
-Clock = Callable[[], datetime]
+__all__ = ["ASSETS", "ApiServer", "BadParameter", "FastLoginsToday", "create_app",
+           "free_bytes", "json_response"]
 
-# YYYY-MM-DD in ASCII digits only (`\d` would take other scripts' digits too); the calendar
-# check (no 2026-02-30) is date.fromisoformat's.
-_DATE_SHAPE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-
-# Pages and their assets, served from installed packages: no CDN, works offline. /docs is
-# Swagger UI as flask-swagger-ui ships it (its own page template has an inline script, which
-# the CSP below forbids, so the page and the script that starts Swagger UI are ours).
-_JS, _CSS, _HTML = ("text/javascript; charset=utf-8", "text/css; charset=utf-8",
-                    "text/html; charset=utf-8")
-ASSETS = {"/docs": ("logwatchd", "static/docs.html", _HTML),
-          "/docs/init.js": ("logwatchd", "static/docs-init.js", _JS),
-          "/docs/swagger-ui-bundle.js": ("flask_swagger_ui", "dist/swagger-ui-bundle.js", _JS),
-          "/docs/swagger-ui.css": ("flask_swagger_ui", "dist/swagger-ui.css", _CSS),
-          "/static/status.js": ("logwatchd", "static/status.js", _JS),
-          "/static/status.css": ("logwatchd", "static/status.css", _CSS)}
-# Pages run only scripts of this server and talk only to it. Swagger UI (React) sets
-# style attributes, hence 'unsafe-inline' for styles on /docs only: no script is inline.
-_PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-             "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-_DOCS_CSP = _PAGE_CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
-
-
-class BadParameter(Exception):
-    """A query parameter is missing, repeated or malformed: answered 400."""
-
-
-def json_response(body: Any, status: int = 200) -> Response:
-    response = Response(orjson.dumps(body), status=status, mimetype="application/json")
-    # Answers change with every committed file: no cache may keep one.
-    response.headers["Cache-Control"] = "no-store"
-    return response
+# The status page's own script and style, beside the /docs assets every host serves.
+STATUS_ASSETS = {"/static/status.js": ("logwatchd", "static/status.js", JS),
+                 "/static/status.css": ("logwatchd", "static/status.css", CSS)}
+ASSETS = {**DOCS_ASSETS, **STATUS_ASSETS}
 
 
 def create_app(ledger: Ledger, config: Config, metrics: Metrics, clock: Clock = utc_now,
                watcher_alive: Callable[[], bool] = lambda: True) -> Flask:
     """The Flask application of SPEC §6 over these dependencies."""
-    app = Flask("logwatchd", static_folder=None)
-    # Without this Flask answers OPTIONS itself with an empty non-JSON body; we want 405.
-    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
-    zone = config.transform.zone
-    spec = orjson.dumps(openapi_document())
-    static = _load_static()
-    log = logs.get_logger()
-
-    def today() -> str:
-        return clock().astimezone(zone).date().isoformat()
-
-    def logins_today_answer() -> dict[str, Any]:
-        day = today()
-        return {"logins_today": ledger.count(day, "login"), "date": day,
-                "timezone": config.transform.timezone}
-
-    @app.get("/logins_today")
-    def logins_today() -> Response:
-        return json_response(logins_today_answer())
-
-    app.wsgi_app = FastLoginsToday(app.wsgi_app, logins_today_answer)  # type: ignore[method-assign]
-
-    @app.get("/counts")
-    def counts() -> Response:
-        day = _date_param()
-        action = _action_param()
-        if action is None:
-            return json_response({"date": day, "counts": ledger.counts(day)})
-        return json_response({"date": day, "action": action, "count": ledger.count(day, action)})
+    app = create_count_app(ledger, config.transform, clock=clock,
+                           health=lambda: _health(ledger, config, metrics, watcher_alive),
+                           document=openapi_document(), unavailable=(sqlite3.Error,))
 
     def stats_now() -> dict[str, Any]:
         return build_stats(ledger.reader(), config, metrics.snapshot(), clock().timestamp())
-
-    def health_now() -> dict[str, Any]:
-        return _health(ledger, config, metrics, watcher_alive)
 
     @app.get("/stats")
     def stats() -> Response:
@@ -123,16 +78,12 @@ def create_app(ledger: Ledger, config: Config, metrics: Metrics, clock: Clock = 
 
     @app.get("/")
     def status_page() -> Response:
-        page = render_page(stats_now(), health_now(), "the running daemon")
-        response = Response(page, content_type=_HTML)
-        response.headers["Content-Security-Policy"] = _PAGE_CSP
+        health = _health(ledger, config, metrics, watcher_alive)
+        page = render_page(stats_now(), health, "the running daemon")
+        response = Response(page, content_type=HTML)
+        response.headers["Content-Security-Policy"] = PAGE_CSP
         response.headers["Cache-Control"] = "no-store"
         return response
-
-    @app.get("/healthz")
-    def healthz() -> Response:
-        body = health_now()
-        return json_response(body, 200 if body["status"] == "ok" else 503)
 
     @app.get("/metrics")
     def prometheus_metrics() -> Response:
@@ -142,118 +93,8 @@ def create_app(ledger: Ledger, config: Config, metrics: Metrics, clock: Clock = 
         response.headers["Cache-Control"] = "no-store"
         return response
 
-    @app.get("/openapi.json")
-    def openapi() -> Response:
-        return Response(spec, mimetype="application/json")
-
-    def asset(route: str) -> Callable[[], Response]:
-        body, content_type = static[route]
-        csp = _DOCS_CSP if route.startswith("/docs") else _PAGE_CSP
-
-        def view() -> Response:
-            response = Response(body, content_type=content_type)
-            response.headers["Content-Security-Policy"] = csp
-            return response
-        return view
-
-    for route in ASSETS:
-        app.add_url_rule(route, route, asset(route), methods=["GET"])
-
-    @app.after_request
-    def security_headers(response: Response) -> Response:
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        return response
-
-    @app.errorhandler(BadParameter)
-    def bad_parameter(exc: BadParameter) -> Response:
-        return json_response({"error": str(exc)}, 400)
-
-    @app.errorhandler(sqlite3.Error)
-    def ledger_unavailable(exc: sqlite3.Error) -> Response:
-        # A busy or broken ledger is an outage to report, not a bug of this request.
-        log.error(logs.INTERNAL_ERROR, where="http", path=request.path, error=repr(exc))
-        return json_response({"error": f"the ledger cannot be read: {exc}"}, 503)
-
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Any:
-        response = exc.get_response()  # keeps headers such as Allow on a 405
-        if isinstance(exc, NotFound):
-            message = f"no such path: {request.path}"
-        elif isinstance(exc, MethodNotAllowed):
-            allowed = ", ".join(exc.valid_methods or ())
-            message = f"method {request.method} not allowed on {request.path}; allowed: {allowed}"
-        else:
-            message = exc.description or exc.name
-        response.set_data(orjson.dumps({"error": message}))
-        response.mimetype = "application/json"
-        return response
-
-    @app.errorhandler(Exception)
-    def internal_error(exc: Exception) -> Response:
-        log.error(logs.INTERNAL_ERROR, where="http", path=request.path, error=repr(exc),
-                  traceback=traceback.format_exc())
-        return json_response({"error": "internal error; see the daemon's log"}, 500)
-
+    add_assets(app, STATUS_ASSETS)
     return app
-
-
-class FastLoginsToday:
-    """WSGI middleware answering `GET /logins_today` without Flask's per-request machinery.
-
-    It is the endpoint dashboards poll. Flask's request context, routing and response
-    objects cost about 0.2 ms of the 0.5 ms a request takes under waitress on this
-    hardware; skipping them is what reaches the throughput target. The answer is the
-    same function the Flask view calls; anything else, and any error, goes to Flask.
-    """
-
-    HEADERS = (("Content-Type", "application/json"), ("Cache-Control", "no-store"),
-               ("X-Content-Type-Options", "nosniff"))
-
-    def __init__(self, wsgi_app: Callable[..., Any], answer: Callable[[], dict[str, Any]]) -> None:
-        self.wsgi_app = wsgi_app
-        self.answer = answer
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        if environ.get("PATH_INFO") != "/logins_today" or environ.get("REQUEST_METHOD") != "GET":
-            return self.wsgi_app(environ, start_response)
-        try:
-            body = orjson.dumps(self.answer())
-        except Exception:  # noqa: BLE001 - not swallowed: Flask meets it again below
-            # Let the Flask view meet the same error: it answers it as JSON (503 or 500) and logs it.
-            return self.wsgi_app(environ, start_response)
-        start_response("200 OK", [*self.HEADERS, ("Content-Length", str(len(body)))])
-        return [body]
-
-
-# --- parameters --------------------------------------------------------------------------
-def _single(name: str) -> str | None:
-    values = request.args.getlist(name)
-    if len(values) > 1:
-        raise BadParameter(f"{name}: given {len(values)} times; give it once")
-    return values[0] if values else None
-
-
-def _date_param() -> str:
-    raw = _single("date")
-    if raw is None:
-        raise BadParameter("date: required, as YYYY-MM-DD")
-    if not _DATE_SHAPE.fullmatch(raw):
-        raise BadParameter(f"date: must be YYYY-MM-DD, got {raw[:40]!r}")
-    try:
-        return date.fromisoformat(raw).isoformat()
-    except ValueError:
-        raise BadParameter(f"date: {raw} is not a day of the calendar") from None
-
-
-def _action_param() -> str | None:
-    action = _single("action")
-    if action is None:
-        return None
-    if not action:
-        raise BadParameter("action: must not be empty")
-    if len(action) > MAX_ACTION_CHARS:
-        raise BadParameter(f"action: longer than {MAX_ACTION_CHARS} characters")
-    return action
 
 
 # --- answers -----------------------------------------------------------------------------
@@ -319,11 +160,6 @@ def _health(ledger: Ledger, config: Config, metrics: Metrics,
                        f"longer than api.max_oldest_file_seconds ({limit:g})")
 
     return {"status": "failing" if reasons else "ok", "reasons": reasons, "checks": checks}
-
-
-def _load_static() -> dict[str, tuple[bytes, str]]:
-    return {route: ((resources.files(package) / name).read_bytes(), content_type)
-            for route, (package, name, content_type) in ASSETS.items()}
 
 
 # --- the server --------------------------------------------------------------------------

@@ -6,6 +6,7 @@ test drives every operation from this document and checks each answer against it
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from . import __version__
@@ -220,9 +221,7 @@ PATHS: dict[str, Any] = {
 
 
 def openapi_document() -> dict[str, Any]:
-    """The OpenAPI 3.0 document (a fresh copy: callers may change it)."""
-    import copy
-
+    """The OpenAPI 3.0 document of the daemon (a fresh copy: callers may change it)."""
     return copy.deepcopy({
         "openapi": "3.0.3",
         "info": {
@@ -239,3 +238,41 @@ def openapi_document() -> dict[str, Any]:
         "paths": PATHS,
         "components": {"schemas": SCHEMAS},
     })
+
+
+# What the count API Lambda function (logwatchd.aws.api) serves: the counts, its health and
+# this description. /stats, /metrics and the status page describe a daemon process.
+LAMBDA_PATHS = ("/logins_today", "/counts", "/healthz", "/openapi.json", "/docs")
+
+_LAMBDA_HEALTH = _obj({
+    "status": {"type": "string", "enum": ["ok", "failing"]},
+    "reasons": {"type": "array", "items": {"type": "string"},
+                "description": "One line per failing check; empty when ok."},
+    "checks": _obj({"ledger": {"$ref": "#/components/schemas/Check"}}),
+})
+
+
+def lambda_openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.0 document of the count API behind API Gateway (a fresh copy)."""
+    doc = openapi_document()
+    doc["info"]["description"] = (
+        "Read-only answers about the logwatchd dataset on S3, from its DynamoDB ledger. Every "
+        "answer is JSON except /docs; bad parameters answer 400, unknown paths 404, other "
+        'methods than GET 405, all as `{"error": "…"}`.')
+    doc["paths"] = {path: doc["paths"][path] for path in LAMBDA_PATHS}
+    doc["paths"]["/healthz"] = _get(
+        "Health",
+        "200 while the ledger table (`LOGWATCHD_LEDGER_TABLE`) answers a read; 503 with the "
+        "reason otherwise (the table is missing, not readable with the function's role, or "
+        "DynamoDB does not answer).",
+        {"200": _json("Health", "The ledger table answers."),
+         "503": _json("Health", "It does not; `reasons` says why.")},
+        tag="operations")
+    schemas = doc["components"]["schemas"]
+    for unused in ("Stats", "SetAside"):
+        del schemas[unused]
+    schemas["Health"] = copy.deepcopy(_LAMBDA_HEALTH)
+    doc["tags"] = [{"name": "data", "description": "Counts of the dataset."},
+                   {"name": "operations", "description": "Monitoring the function."},
+                   {"name": "docs", "description": "This description."}]
+    return doc

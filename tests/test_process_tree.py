@@ -15,6 +15,7 @@ from daemon_harness import DaemonProc, daemon_config
 from test_daemon import assert_exactly_once
 
 DAY = 86400
+WIDE_RECORDS = 120_000  # several seconds for two workers: long enough to be stopped mid-way
 
 
 def wide_file(path: Path, n: int) -> Path:
@@ -45,7 +46,7 @@ def session_members(sid: int) -> list[int]:
 def start_with_a_large_file(env: Env, **ingest: object) -> tuple[DaemonProc, Path]:
     daemon_config(env, api=True, api_settings={"min_free_bytes": 0},
                   ingest={"chunk_bytes": 65536, "workers": 2, **ingest})
-    staged = wide_file(env.base / "wide.jsonl", 200_000)
+    staged = wide_file(env.base / "wide.jsonl", WIDE_RECORDS)
     d = DaemonProc(env)
     d.wait_ready()
     os.rename(staged, env.inbox / "wide.jsonl")
@@ -77,7 +78,7 @@ def test_kill_9_of_the_daemon_takes_every_child_process_with_it(env: Env) -> Non
         again.wait_inbox_empty()
     finally:
         assert again.stop() == 0
-    assert_exactly_once(env, {"wide.jsonl": 200_000})
+    assert_exactly_once(env, {"wide.jsonl": WIDE_RECORDS})
     check = env.cli("verify", check=False)
     assert check.returncode == 0, check.stdout
 
@@ -101,5 +102,5 @@ def test_sigterm_mid_file_is_quick_and_not_an_attempt(env: Env) -> None:
         assert not again.named("file_dead_lettered") and not again.named("file_retry")
     finally:
         assert again.stop() == 0
-    assert_exactly_once(env, {"wide.jsonl": 200_000})
+    assert_exactly_once(env, {"wide.jsonl": WIDE_RECORDS})
     assert env.cli("verify", check=False).returncode == 0

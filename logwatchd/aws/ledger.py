@@ -8,7 +8,10 @@ for tests and the demo), key `pk` (hash) + `sk` (range), on-demand billing. Item
                                         quarantined), owner, lease_until (epoch s),
                                         batches_done, key, bucket, attempts, processed,
                                         valid, errors, first_seen, completed_at
-    counts#<YYYY-MM-DD>     counts      "a:<action>": rows of that action on that date
+    counts#<YYYY-MM-DD>     a:<action>  n: valid rows of that action on that date, action:
+                                        the action's text (an action over SHORT_ACTION_BYTES
+                                        has sk h:<sha256 of it>; over MAX_ACTION_TEXT_BYTES its
+                                        text is listed as "sha256:<hex>")
     files#<YYYY-MM-DD>      <rel key>   one live clean file (key relative to the clean URI,
                                         "date=…/<name>.parquet"): rows, bytes, and
                                         input_sha256, or inputs (a merged file's)
@@ -28,15 +31,17 @@ next one. The last transaction marks the input completed.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 INPUT_SK = "input"
-COUNTS_SK = "counts"
 PARTITIONS_PK = "partitions"
-ACTION_PREFIX = "a:"
+# A sort key holds at most 1,024 bytes and an item 400 KB; actions are any non-empty string.
+SHORT_ACTION_BYTES = 1000
+MAX_ACTION_TEXT_BYTES = 64 << 10
 # TransactWriteItems takes at most 100 actions; one of them is the input's own update.
 ACTIONS_PER_TRANSACTION = 99
 
@@ -211,34 +216,25 @@ class DynamoLedger:
             per_date[f.date] = per_date.get(f.date, 0) + 1
         for day, n in sorted(per_date.items()):
             yield self.partition_add(day, n)
-        by_date: dict[str, dict[str, int]] = {}
-        for (day, action), n in counts.items():
+        for (day, action), n in sorted(counts.items()):
             if n:
-                by_date.setdefault(day, {})[action] = n
-        for day in sorted(by_date):
-            actions = sorted(by_date[day].items())
-            names = {f"#a{j}": ACTION_PREFIX + a for j, (a, _n_) in enumerate(actions)}
-            values = {f":n{j}": _n(n) for j, (_a, n) in enumerate(actions)}
-            yield {"Update": {
-                "TableName": self.table, "Key": {"pk": _s(f"counts#{day}"), "sk": _s(COUNTS_SK)},
-                "UpdateExpression": "ADD " + ", ".join(f"#a{j} :n{j}" for j in range(len(actions))),
-                "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}}
+                yield {"Update": {
+                    "TableName": self.table, "Key": _count_key(day, action),
+                    "UpdateExpression": "ADD #n :n SET #action = :action",
+                    "ExpressionAttributeNames": {"#n": "n", "#action": "action"},
+                    "ExpressionAttributeValues": {":n": _n(n), ":action": _s(_action_text(action))}}}
 
     # --- counts -------------------------------------------------------------------------
     def counts(self, day: str) -> dict[str, int]:
         """Valid rows per action on `day` (the daemon's `Ledger.counts`)."""
-        got = self.client.get_item(TableName=self.table, ConsistentRead=True,
-                                   Key={"pk": _s(f"counts#{day}"), "sk": _s(COUNTS_SK)})
-        item = got.get("Item") or {}
-        return {name[len(ACTION_PREFIX):]: int(_num(item, name))
-                for name in sorted(item) if name.startswith(ACTION_PREFIX)}
+        return {_str(item, "action") or "": int(_num(item, "n"))
+                for item in self._query(f"counts#{day}")}
 
     def count(self, day: str, action: str) -> int:
         got = self.client.get_item(TableName=self.table, ConsistentRead=True,
-                                   Key={"pk": _s(f"counts#{day}"), "sk": _s(COUNTS_SK)},
-                                   ProjectionExpression="#a",
-                                   ExpressionAttributeNames={"#a": ACTION_PREFIX + action})
-        return int(_num(got.get("Item") or {}, ACTION_PREFIX + action))
+                                   Key=_count_key(day, action), ProjectionExpression="#n",
+                                   ExpressionAttributeNames={"#n": "n"})
+        return int(_num(got.get("Item") or {}, "n"))
 
     # --- the catalog of live clean files ------------------------------------------------
     def file_item(self, f: CatalogFile) -> dict[str, Any]:
@@ -294,6 +290,17 @@ class DynamoLedger:
     @staticmethod
     def _input_key(sha256: str) -> dict[str, Any]:
         return {"pk": _s(f"input#{sha256}"), "sk": _s(INPUT_SK)}
+
+
+def _count_key(day: str, action: str) -> dict[str, Any]:
+    raw = action.encode("utf-8", "surrogatepass")
+    sk = f"a:{action}" if len(raw) <= SHORT_ACTION_BYTES else f"h:{hashlib.sha256(raw).hexdigest()}"
+    return {"pk": _s(f"counts#{day}"), "sk": _s(sk)}
+
+
+def _action_text(action: str) -> str:
+    raw = action.encode("utf-8", "surrogatepass")
+    return action if len(raw) <= MAX_ACTION_TEXT_BYTES else f"sha256:{hashlib.sha256(raw).hexdigest()}"
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

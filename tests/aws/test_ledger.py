@@ -35,10 +35,10 @@ def test_released_lease_is_taken_at_once(aws: AwsEnv) -> None:
 
 
 def test_completion_across_many_transactions_adds_every_count_once(aws: AwsEnv) -> None:
-    """A ten-year file: 3,650 dates need many transactions; a completion that died after
+    """A file spanning months: its dates need several transactions; a completion that died after
     some of them is resumed where it stopped, and nothing is added twice."""
     ledger = DynamoLedger(aws.table)
-    days = [f"{2000 + i // 365:04d}-{1 + (i % 365) // 31:02d}-{1 + i % 28:02d}" for i in range(400)]
+    days = [f"{2000 + i // 365:04d}-{1 + (i % 365) // 31:02d}-{1 + i % 28:02d}" for i in range(120)]
     days = sorted(set(days))
     files = [CatalogFile(d, f"date={d}/{SHA}-0.parquet", 3, 100, SHA) for d in days]
     counts = {(d, "login"): 2 for d in days} | {(d, "view"): 1 for d in days}
@@ -71,3 +71,25 @@ def test_completion_across_many_transactions_adds_every_count_once(aws: AwsEnv) 
     assert ledger.partitions() == {d: 1 for d in days}
     assert ledger.live_files(days[5]) == [files[5]]
     assert ledger.claim(SHA, key="k", bucket="b", owner="x", lease_seconds=1, now=3000).state == "done"
+
+
+def test_any_action_is_counted_exactly(aws: AwsEnv) -> None:
+    """Actions are any non-empty string: longer than a sort key may be, reserved words,
+    thousands of them on one date."""
+    ledger = DynamoLedger(aws.table)
+    long = "x" * 5000
+    huge = "y" * (70 << 10)
+    many = {("2026-01-01", f"act-{i}"): i + 1 for i in range(250)}
+    counts = {**many, ("2026-01-01", long): 3, ("2026-01-01", huge): 4,
+              ("2026-01-01", "status"): 5, ("2026-01-01", "löschen ☃"): 6}
+    ledger.claim(SHA, key="k", bucket="b", owner="one", lease_seconds=60, now=1000)
+    ledger.complete(SHA, owner="one", outcome="ok", summary={}, counts=counts)
+    assert ledger.count("2026-01-01", long) == 3
+    assert ledger.count("2026-01-01", huge) == 4
+    assert ledger.count("2026-01-01", "status") == 5
+    assert ledger.count("2026-01-01", "löschen ☃") == 6
+    assert ledger.count("2026-01-01", "act-249") == 250
+    listed = ledger.counts("2026-01-01")
+    assert len(listed) == 254 and listed[long] == 3 and listed["act-0"] == 1
+    [hashed] = [k for k in listed if k.startswith("sha256:")]
+    assert listed[hashed] == 4
