@@ -83,6 +83,19 @@ DEADLINE_MARGIN_SECONDS = 60.0
 TRANSACTION_ATTEMPTS = 5      # a transaction cancelled for a conflict changed nothing: try again
 
 Step = Callable[[str, str], None]
+OUT_OF_TIME = "compaction abandoned: the invocation's time is running out"
+
+
+def _in_course(error: str) -> bool:
+    """A partition left for the next pass in the normal course of things: a concurrent pass
+    swapped first, or the invocation ran out of time."""
+    return error.startswith((f"{CatalogChanged.__name__}:", OUT_OF_TIME))
+
+
+class CompactionFailed(RuntimeError):
+    """Raised by the handler, after its summary is logged, when a partition failed for another
+    reason than a lost race or the invocation's deadline: the invocation then counts as an
+    error (the template alarms on the function's errors)."""
 
 
 class JournalBroken(RuntimeError):
@@ -101,6 +114,9 @@ def handle(event: Any, context: Any) -> dict[str, Any]:
     deadline = None if remaining is None else time.monotonic() + remaining() / 1000
     summary = S3Compaction(settings, deadline=deadline).run(day)
     logs.get_logger().info(logs.COMPACTION_PASS, **summary)
+    if summary["failed"]:
+        raise CompactionFailed(f"compaction failed in {', '.join(summary['failed'])} "
+                               "(their compaction_failed events say why)")
     return summary
 
 
@@ -192,7 +208,8 @@ class S3Compaction:
                 log.info(logs.COMPACTION_DONE, **result.summary())
         return {"partitions": [r.summary() for r in results],
                 "journals_replayed": sum(r.replayed for r in recovered.values()),
-                "orphans_removed": sum(r.orphans_removed for r in recovered.values())}
+                "orphans_removed": sum(r.orphans_removed for r in recovered.values()),
+                "failed": [r.partition for r in results if r.error and not _in_course(r.error)]}
 
     def compact(self, day: str, small: list[Source]) -> PartitionResult:
         """Merges one partition's small files (a snapshot of its catalog) group by group."""
@@ -453,7 +470,7 @@ class S3Compaction:
 
     def _check(self) -> None:
         if self._time_is_short():
-            raise Cancelled("compaction abandoned: the invocation's time is running out")
+            raise Cancelled(OUT_OF_TIME)
 
     def _step(self, step: str, day: str) -> None:
         if self.on_step is not None:

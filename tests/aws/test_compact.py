@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 from botocore.exceptions import ReadTimeoutError
 
-from logwatchd.aws.compact import MAX_ACTIONS, ORPHAN_AGE_SECONDS, S3Compaction
+from logwatchd.aws import compact_handler
+from logwatchd.aws.compact import MAX_ACTIONS, ORPHAN_AGE_SECONDS, CompactionFailed, S3Compaction
 from logwatchd.aws.ledger import CatalogFile, DynamoLedger
 from logwatchd.aws.settings import Settings, SettingsError, s3_filesystem
 from logwatchd.compaction import META_INPUT_SHAS, Source
@@ -208,8 +209,6 @@ def test_handler_merges_each_partition_and_keeps_every_row_once(
         aws: AwsEnv, seeded: dict[str, list[Seeded]]) -> None:
     """compact_handler merges each date's small files into one, sorted, every row exactly once;
     the catalog then lists exactly the objects, counts are untouched, and a second run has nothing to do."""
-    from logwatchd.aws import compact_handler
-
     ledger = DynamoLedger(aws.table)
     register(aws, ledger, seeded["small"])
     want = expected_rows(seeded["small"])
@@ -243,8 +242,6 @@ def test_handler_merges_each_partition_and_keeps_every_row_once(
 def test_bad_settings_or_date_name_the_problem_and_write_nothing(
         aws: AwsEnv, seeded: dict[str, list[Seeded]], monkeypatch: pytest.MonkeyPatch) -> None:
     """A missing variable or a bad event date is an error naming it, and nothing is written."""
-    from logwatchd.aws import compact_handler
-
     ledger = DynamoLedger(aws.table)
     register(aws, ledger, seeded["small"])
     present = objects(aws)
@@ -264,8 +261,6 @@ def test_bad_settings_or_date_name_the_problem_and_write_nothing(
 
 def test_event_date_limits_the_pass_to_that_partition(aws: AwsEnv, seeded: dict[str, list[Seeded]]) -> None:
     """{"date": D} compacts D only."""
-    from logwatchd.aws import compact_handler
-
     ledger = DynamoLedger(aws.table)
     register(aws, ledger, seeded["small"])
     before = ledger.partitions()
@@ -403,6 +398,7 @@ def test_a_second_concurrent_pass_loses_cleanly(aws: AwsEnv, seeded: dict[str, l
     assert [p["files_out"] for p in other[0]["partitions"]] == [1]
     [lost] = out["partitions"]
     assert lost["files_in"] == 0 and "CatalogChanged" in lost["error"]
+    assert out["failed"] == []        # a lost race is no failure: the next pass goes on
     assert_converged(aws, ledger, expected_rows(seeded["small"]))
 
 
@@ -517,6 +513,9 @@ def test_a_journal_whose_objects_are_gone_is_kept_and_reported(
         k for k in left if k.startswith(f"date={DAYS[0]}/")]
     assert ledger.client.get_item(TableName=ledger.table, ConsistentRead=True, Key={
         "pk": {"S": f"compaction#{DAYS[0]}"}, "sk": {"S": "journal"}}).get("Item") is not None
+    assert out["failed"] == [f"date={DAYS[0]}"]
+    with pytest.raises(CompactionFailed, match=f"date={DAYS[0]}"):
+        compact_handler({}, None)     # the invocation fails: the template alarms on that
 
 
 def test_a_large_partition_swaps_in_transactions_of_at_most_100_actions(
@@ -567,8 +566,6 @@ def test_merged_files_are_cut_near_the_target(aws: AwsEnv, seeded: dict[str, lis
 
 def test_too_little_time_left_compacts_nothing(aws: AwsEnv, seeded: dict[str, list[Seeded]]) -> None:
     """An invocation with less than the margin left starts no merge."""
-    from logwatchd.aws import compact_handler
-
     ledger = DynamoLedger(aws.table)
     register(aws, ledger, seeded["small"])
     present = objects(aws)
