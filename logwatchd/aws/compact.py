@@ -198,8 +198,12 @@ class S3Compaction:
             if self._time_is_short():
                 break
             live = self.db.live_files(day)
-            small = [Source(f.key, f.rows, f.bytes, f.input_sha256)
-                     for f in live if f.bytes < cfg.target_file_bytes]
+            candidates = [f for f in live if f.bytes < cfg.target_file_bytes]
+            # An input whose completion was cut short is resumed by rewriting its files: merging
+            # them before then would show their rows twice.
+            done = self.db.completed(f.input_sha256 for f in candidates if f.input_sha256)
+            small = [Source(f.key, f.rows, f.bytes, f.input_sha256) for f in candidates
+                     if f.input_sha256 is None or f.input_sha256 in done]
             if len(small) < max(cfg.min_files, 2):
                 continue
             result = self.compact(day, small)

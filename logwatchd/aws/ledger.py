@@ -178,6 +178,11 @@ class DynamoLedger:
         batches = list(_chunks(self._completion_actions(files, counts or {}), ACTIONS_PER_TRANSACTION))
         if not batches:
             batches = [[]]
+        if start_batch >= len(batches):
+            # The last batch completes the input, so a claimed input has one left to apply:
+            # the batches were cut differently (another version of this code started it).
+            raise RuntimeError(f"input {sha256}: {start_batch} completion batches applied of "
+                               f"{len(batches)}; its outputs are cut differently now")
         for i in range(start_batch, len(batches)):
             last = i == len(batches) - 1
             names = {"#owner": "owner", "#st": "status", "#done": "batches_done"}
@@ -270,6 +275,29 @@ class DynamoLedger:
             out.append(CatalogFile(day, _str(item, "sk") or "", int(_num(item, "rows")),
                                    int(_num(item, "bytes")), _str(item, "input_sha256"), inputs))
         return out
+
+    def completed(self, shas: Iterable[str]) -> set[str]:
+        """Those of these inputs whose completion is done. A file of an input still in
+        progress may be written again by the invocation that resumes it, so compaction
+        leaves it alone until then."""
+        wanted = sorted(set(shas))
+        done: set[str] = set()
+        for batch in _chunks(wanted, 100):  # BatchGetItem takes at most 100 keys
+            request: dict[str, Any] = {self.table: {
+                "Keys": [self._input_key(sha) for sha in batch], "ConsistentRead": True,
+                "ProjectionExpression": "pk, #st", "ExpressionAttributeNames": {"#st": "status"}}}
+            for attempt in range(8):
+                got = self.client.batch_get_item(RequestItems=request)
+                for item in got.get("Responses", {}).get(self.table, []):
+                    if _str(item, "status") == "completed":
+                        done.add((_str(item, "pk") or "").removeprefix("input#"))
+                request = got.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(min(0.05 * 2 ** attempt, 2.0))
+            else:
+                raise RuntimeError("DynamoDB left keys unprocessed after 8 attempts")
+        return done
 
     def transact(self, actions: list[dict[str, Any]]) -> None:
         """One TransactWriteItems (at most 100 actions)."""

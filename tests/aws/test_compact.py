@@ -130,6 +130,12 @@ def register_at_once(aws: AwsEnv, ledger: DynamoLedger, inputs: list[Seeded]) ->
     batch = "b" * 64
     ledger.claim(batch, key="batch", bucket=aws.input_bucket, owner="seed", lease_seconds=60)
     ledger.complete(batch, owner="seed", outcome="ok", summary={}, files=files, counts=dict(counts))
+    # Each input's own item, completed, as its ingestion would have left it.
+    items = [{"PutRequest": {"Item": {"pk": {"S": f"input#{inp.sha256}"}, "sk": {"S": "input"},
+                                      "status": {"S": "completed"}, "outcome": {"S": "ok"}}}}
+             for inp in inputs]
+    for i in range(0, len(items), 25):
+        ledger.client.batch_write_item(RequestItems={aws.table: items[i:i + 25]})
 
 
 def read_dataset(aws: AwsEnv) -> Any:
@@ -576,3 +582,52 @@ def test_too_little_time_left_compacts_nothing(aws: AwsEnv, seeded: dict[str, li
 
     assert compact_handler({}, Context())["partitions"] == []
     assert objects(aws) == present
+
+
+def test_files_of_an_input_whose_completion_was_cut_short_wait(
+        aws: AwsEnv, seeded: dict[str, list[Seeded]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ingestion that registered its files but died before completing is resumed by
+    rewriting them: until it completes, compaction must not merge them (rows twice)."""
+    ledger = DynamoLedger(aws.table)
+    done, cut = seeded["small"][:5], seeded["small"][5]
+    register(aws, ledger, done)
+    s3 = aws.s3()
+    files = []
+    for key, path, rows_, size in cut.files:
+        s3.put_object(Bucket=aws.output_bucket, Key=f"clean/{key}", Body=path.read_bytes())
+        files.append(CatalogFile(key.split("/")[0][len("date="):], key, rows_, size, cut.sha256))
+    assert ledger.claim(cut.sha256, key=cut.name, bucket=aws.input_bucket, owner="one",
+                        lease_seconds=600).state == "claimed"
+    real = ledger.client.transact_write_items
+    calls = [0]
+
+    def dies_after_the_first(**kwargs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] > 1:
+            raise Crash("the invocation timed out")
+        return real(**kwargs)
+
+    ledger.client.transact_write_items = dies_after_the_first
+    # One action per transaction: the first file's catalog entry lands, the completion does not.
+    monkeypatch.setattr("logwatchd.aws.ledger.ACTIONS_PER_TRANSACTION", 1)
+    with pytest.raises(Crash):
+        ledger.complete(cut.sha256, owner="one", outcome="ok", summary={}, files=files,
+                        counts=cut.counts)
+    ledger.client.transact_write_items = real
+    registered = {f.key for d in ledger.partitions() for f in ledger.live_files(d)}
+    assert registered & {f.key for f in files}, "the cut-short completion registered a file"
+    config = Config(compaction=CompactionConfig(min_files=2))
+    S3Compaction(Settings.from_env(), config=config).run()
+    live = {f.key for d in ledger.partitions() for f in ledger.live_files(d)}
+    assert registered & {f.key for f in files} <= live, "a file of the unfinished input was merged"
+    # The resumed completion rewrites its files; then compaction may take them.
+    for key, path, _rows, _size in cut.files:
+        s3.put_object(Bucket=aws.output_bucket, Key=f"clean/{key}", Body=path.read_bytes())
+    again = ledger.claim(cut.sha256, key=cut.name, bucket=aws.input_bucket, owner="two",
+                         lease_seconds=600, now=time.time() + 601)
+    ledger.complete(cut.sha256, owner="two", outcome="ok", summary={}, files=files,
+                    counts=cut.counts, start_batch=again.batches_done)
+    assert rows(aws) == expected_rows(done + [cut])
+    S3Compaction(Settings.from_env(), config=config).run()
+    assert rows(aws) == expected_rows(done + [cut])
+    assert {f.key for d in ledger.partitions() for f in ledger.live_files(d)}.isdisjoint(f.key for f in files)
