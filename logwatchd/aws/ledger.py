@@ -44,6 +44,8 @@ SHORT_ACTION_BYTES = 1000
 MAX_ACTION_TEXT_BYTES = 64 << 10
 # TransactWriteItems takes at most 100 actions; one of them is the input's own update.
 ACTIONS_PER_TRANSACTION = 99
+# A completion transaction refused for a conflict (or without a reply) is tried this many times more.
+CONFLICT_RETRIES = 5
 
 
 class LeaseLost(Exception):
@@ -203,13 +205,38 @@ class DynamoLedger:
                 "TableName": self.table, "Key": self._input_key(sha256), "UpdateExpression": update,
                 "ConditionExpression": "#owner = :me AND #st = :prog AND #done = :i",
                 "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}}
+            self._apply_batch(sha256, owner, i, [own, *batches[i]])
+
+    def _apply_batch(self, sha256: str, owner: str, i: int, actions: list[dict[str, Any]]) -> None:
+        """One completion transaction. A conflict with a concurrent transaction on a shared
+        item (a compaction's on a date's files count) is tried again; a refusal after an
+        attempt whose reply was lost is recognised by the input's progress, not taken for a
+        lost lease."""
+        retryable: tuple[type[BaseException], ...] = (OSError, *self._retryable_errors())
+        for attempt in range(CONFLICT_RETRIES + 1):
             try:
-                self.client.transact_write_items(TransactItems=[own, *batches[i]])
+                self.client.transact_write_items(TransactItems=actions)
+                return
             except self.client.exceptions.TransactionCanceledException as exc:
-                reasons = exc.response.get("CancellationReasons") or []
-                if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                codes = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
+                if codes and codes[0] == "ConditionalCheckFailed":
+                    item = self.input(sha256) or {}
+                    if _str(item, "owner") == owner and _num(item, "batches_done") > i:
+                        return  # applied by an earlier attempt whose reply was lost
                     raise LeaseLost(f"input {sha256}: taken over by another invocation") from None
-                raise
+                if "TransactionConflict" not in codes or attempt == CONFLICT_RETRIES:
+                    raise
+            except retryable:
+                if attempt == CONFLICT_RETRIES:
+                    raise
+            time.sleep(min(0.05 * 2 ** attempt, 1.0))
+
+    @staticmethod
+    def _retryable_errors() -> tuple[type[BaseException], ...]:
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import ReadTimeoutError
+
+        return (BotoConnectionError, ReadTimeoutError)
 
     def _completion_actions(self, files: Iterable[CatalogFile],
                             counts: dict[tuple[str, str], int]) -> Iterator[dict[str, Any]]:

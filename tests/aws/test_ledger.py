@@ -93,3 +93,28 @@ def test_any_action_is_counted_exactly(aws: AwsEnv) -> None:
     assert len(listed) == 254 and listed[long] == 3 and listed["act-0"] == 1
     [hashed] = [k for k in listed if k.startswith("sha256:")]
     assert listed[hashed] == 4
+
+
+def test_a_completion_whose_reply_was_lost_is_not_taken_for_a_lost_lease(aws: AwsEnv) -> None:
+    """The transaction applied, its reply timed out: the retry is refused by the progress
+    condition, which must read as "done", not as another invocation's takeover."""
+    from botocore.exceptions import ReadTimeoutError
+
+    ledger = DynamoLedger(aws.table)
+    ledger.claim(SHA, key="k", bucket="b", owner="one", lease_seconds=60)
+    real = ledger.client.transact_write_items
+    lost = [0]
+
+    def reply_lost(**kwargs: object) -> object:
+        out = real(**kwargs)
+        if not lost[0]:
+            lost[0] += 1
+            raise ReadTimeoutError(endpoint_url="http://dynamodb")
+        return out
+
+    ledger.client.transact_write_items = reply_lost
+    ledger.complete(SHA, owner="one", outcome="ok", summary={"processed": 2},
+                    counts={("2026-01-01", "login"): 2})
+    assert lost[0] == 1
+    assert ledger.count("2026-01-01", "login") == 2
+    assert ledger.claim(SHA, key="k", bucket="b", owner="two", lease_seconds=1).state == "done"
