@@ -33,6 +33,7 @@ INTERNAL_ERROR = "internal_error"
 INVOCATION_DONE = "invocation_done"
 TEST_EVENT_IGNORED = "test_event_ignored"
 BAD_EVENT = "bad_event"
+OBJECT_IGNORED = "object_ignored"
 
 
 def _json_bytes(obj: Any, default: Any = None) -> bytes:

@@ -12,7 +12,8 @@ transform → clean Parquet and error lines in S3, each object's content exactly
                           failed messages: the queue retries them and dead-letters them in the end
       S3 test event     {"Event": "s3:TestEvent", ...} (alone or as a message body): ignored
 
-Per object (`Ingest.run`):
+Per object (`Ingest.run`), unless ignored (a name the daemon's inbox would not take, or a
+key under one of our own output locations):
 
 1. hash: a streaming GET, SHA-256 of the bytes as stored (the outputs' names);
 2. claim the content in the ledger (`DynamoLedger.claim`, a lease of the invocation's
@@ -95,7 +96,7 @@ class Outcome:
     """One object's outcome, as logged and counted."""
 
     key: str
-    status: str               # ok | quarantined | duplicate
+    status: str               # ok | quarantined | duplicate | ignored
     processed: int = 0
     valid: int = 0
     errors: int = 0
@@ -253,9 +254,24 @@ class Ingest:
                 cls._cached = (key, cls(settings))
             return cls._cached[1]
 
+    def ignored(self, ref: ObjectRef) -> str | None:
+        """Why an object is not taken, or None. As in the daemon's inbox: a name that does
+        not match `ingest.patterns`, or a temporary one. And never one of our own outputs
+        (a notification on the output bucket would otherwise feed error files back forever)."""
+        for where in (self.settings.clean, self.settings.errors, self.settings.quarantine):
+            if ref.bucket == where.bucket and (not where.prefix or ref.key.startswith(where.prefix + "/")):
+                return f"under the output location {where.uri()}"
+        if not self.config.ingest.matches(ref.key.rpartition("/")[2]):
+            return "its name does not match ingest.patterns, or is a temporary name"
+        return None
+
     def run(self, ref: ObjectRef, owner: str, context: Any = None, log: Any = None) -> Outcome:
         """Ingests one object; logs and meters its outcome. Raises on failure (logged)."""
         log = (log or logs.get_logger()).bind(bucket=ref.bucket, file=display_name(ref.key))
+        why = self.ignored(ref)
+        if why is not None:
+            log.warning(logs.OBJECT_IGNORED, reason=why)
+            return Outcome(ref.key, "ignored")
         started = time.monotonic()
         try:
             out = self._run(ref, owner, context, log)

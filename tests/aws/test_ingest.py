@@ -226,11 +226,11 @@ def test_concurrent_deliveries(aws: AwsEnv) -> None:
 def test_killed_after_writing_then_retried(aws: AwsEnv) -> None:
     """An invocation killed (SIGKILL) after its outputs are in S3 but before the ledger
     completes: its lease keeps a redelivery off until the lease runs out; then the retry
-    rewrites the same keys and counts once."""
+    rewrites the same keys with the same bytes, and counts once."""
     event = aws.put("killed.jsonl", records(500, day=6, action="login") + b"oops\n")
     proc = child("run", event, remaining_ms=1000, env={"LOGWATCHD_FAILPOINTS": "aws.outputs_written"})
     assert proc.returncode == -9, proc.stdout + proc.stderr
-    written = keys(aws)
+    written = {k: aws.s3().head_object(Bucket=aws.output_bucket, Key=k)["ETag"] for k in keys(aws)}
     assert any(k.startswith("clean/") for k in written) and any(k.startswith("errors/") for k in written)
     ledger = DynamoLedger(aws.table)
     assert ledger.counts("2026-03-06") == {}
@@ -239,7 +239,7 @@ def test_killed_after_writing_then_retried(aws: AwsEnv) -> None:
     [item] = aws.dynamodb().scan(TableName=aws.table)["Items"]
     time.sleep(max(0.0, float(item["lease_until"]["N"]) - time.time()) + 0.2)
     assert lambda_handler(event, Context()) == {"processed": 501, "valid": 500, "errors": 1}
-    assert keys(aws) == written
+    assert {k: aws.s3().head_object(Bucket=aws.output_bucket, Key=k)["ETag"] for k in keys(aws)} == written
     assert clean_table(aws).num_rows == 500 and len(error_lines(aws)) == 1
     assert ledger.counts("2026-03-06") == {"login": 500}
     assert lambda_handler(event, Context()) == {"processed": 0, "valid": 0, "errors": 0}
@@ -317,6 +317,19 @@ def test_sqs_batch_of_five_one_fails(aws: AwsEnv) -> None:
     # The queue's retry of the same batch: the four are duplicates, the gone one fails again.
     assert lambda_handler(event, Context()) == {"batchItemFailures": [{"itemIdentifier": deleted[0]}]}
     assert DynamoLedger(aws.table).counts("2026-03-07") == {"view": 47}
+
+
+def test_outputs_and_temporary_names_are_not_taken(aws: AwsEnv) -> None:
+    """An object under one of the output locations (a notification on the output bucket) or
+    with a name the daemon's inbox would not take is ignored: nothing written, no failure."""
+    s3 = aws.s3()
+    s3.put_object(Bucket=aws.output_bucket, Key="errors/date=2026-01-01/x.jsonl", Body=records(3))
+    own = {"Records": [s3_record(aws.output_bucket, "errors/date%3D2026-01-01/x.jsonl")]}
+    assert lambda_handler(own, None) == {"processed": 0, "valid": 0, "errors": 0}
+    for name in ("upload.jsonl.part", ".hidden.json", "notes.txt"):
+        assert lambda_handler(aws.put(f"in/{name}", records(3)), None) == {"processed": 0, "valid": 0, "errors": 0}
+    assert keys(aws) == ["errors/date=2026-01-01/x.jsonl"]
+    assert aws.dynamodb().scan(TableName=aws.table)["Count"] == 0
 
 
 def test_s3_test_event_is_ignored(aws: AwsEnv) -> None:
