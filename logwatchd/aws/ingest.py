@@ -37,13 +37,14 @@ keys with the same bytes, and the ledger adds the counts once.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
 import time
 import uuid
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO, cast
 from urllib.parse import unquote_plus
 
 import orjson
@@ -59,6 +60,15 @@ from ..reader import HashingReader, iter_chunks
 from ..transform import transform
 from . import emf
 from .ledger import CatalogFile, DynamoLedger, LeaseLost
+from .s3 import (
+    ObjectVersion,
+    S3Prefix,
+    endpoint_url,
+    new_client,
+    new_filesystem,
+    open_object,
+    region,
+)
 from .settings import Settings
 
 # The lease outlives the invocation by this much: Lambda stops a function at its timeout,
@@ -142,9 +152,37 @@ def _sqs_body(record: dict[str, Any]) -> Any:
 
 
 # --- the handler -------------------------------------------------------------------------
+class _Stdout:
+    """The process's stdout as it is at each write (the log stream; a test harness may
+    have replaced sys.stdout since logging was configured)."""
+
+    @property
+    def buffer(self) -> _Stdout:
+        return self
+
+    def write(self, data: bytes) -> int:
+        return sys.stdout.buffer.write(data)
+
+    def flush(self) -> None:
+        sys.stdout.buffer.flush()
+
+
+_logging = threading.Lock()
+_logging_done = False
+
+
+def _configure_logging() -> None:
+    """structlog, once per container: JSON lines on stdout, as the daemon's."""
+    global _logging_done
+    with _logging:
+        if not _logging_done:
+            logs.configure(stream=cast(TextIO, _Stdout()))
+            _logging_done = True
+
+
 def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The Lambda entry point (`logwatchd.aws.lambda_handler`)."""
-    logs.configure()
+    _configure_logging()
     settings = Settings.from_env()  # a missing or bad variable: SettingsError, nothing done
     ingest = Ingest.for_settings(settings)
     request = getattr(context, "aws_request_id", None) or uuid.uuid4().hex
@@ -224,8 +262,6 @@ class Ingest:
     def __init__(self, settings: Settings) -> None:
         import pyarrow as pa
 
-        from . import s3
-
         # As in the daemon's workers: the system allocator hands freed Arrow buffers back
         # (mimalloc would keep tens of MB cached, and a Lambda pays for its peak memory).
         pa.set_memory_pool(pa.system_memory_pool())
@@ -236,18 +272,16 @@ class Ingest:
         # lines of a chunk cost several times its size (a Lambda pays for its peak memory).
         self.config = dataclasses.replace(config, ingest=dataclasses.replace(
             config.ingest, chunk_bytes=CHUNK_BYTES))
-        self.s3 = s3.new_client()
-        fs = s3.new_filesystem()
-        self.clean = s3.S3Prefix(fs, self.s3, settings.clean)
-        self.errors = s3.S3Prefix(fs, self.s3, settings.errors)
+        self.s3 = new_client()
+        fs = new_filesystem()
+        self.clean = S3Prefix(fs, self.s3, settings.clean)
+        self.errors = S3Prefix(fs, self.s3, settings.errors)
         self.ledger = DynamoLedger(settings.ledger_table)
         self.zone = self.config.transform.zone
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Ingest:
         """The container's instance for these settings and endpoint (built on first use)."""
-        from .s3 import endpoint_url, region
-
         key = (settings, endpoint_url(), region())
         with cls._lock:
             if cls._cached is None or cls._cached[0] != key:
@@ -274,7 +308,7 @@ class Ingest:
             return Outcome(ref.key, "ignored")
         started = time.monotonic()
         try:
-            out = self._run(ref, owner, context, log)
+            out = self._run(ref, owner, context)
         except Exception as exc:
             event = logs.FILE_VANISHED if isinstance(exc, FileVanished) else logs.FILE_RETRY
             log.warning(event, owner=owner, error=_why(exc))
@@ -283,9 +317,7 @@ class Ingest:
         self._report(out, log, context)
         return out
 
-    def _run(self, ref: ObjectRef, owner: str, context: Any, log: Any) -> Outcome:
-        from .s3 import open_object
-
+    def _run(self, ref: ObjectRef, owner: str, context: Any) -> Outcome:
         body, version = open_object(self.s3, ref.bucket, ref.key, ref.version_id)
         with closing(body):
             sha = sha256_stream(body)
@@ -315,10 +347,8 @@ class Ingest:
             raise
         return out
 
-    def _transform(self, ref: ObjectRef, version: Any, sha: str, now: datetime
+    def _transform(self, ref: ObjectRef, version: ObjectVersion, sha: str, now: datetime
                    ) -> tuple[Outcome, list[CatalogFile], dict[tuple[str, str], int]]:
-        from .s3 import open_object
-
         ingest = self.config.ingest
         spec = JobSpec(sha, sha, ref.key, self.clean, self.settings.timezone, utc_iso(now),
                        ingest.max_line_bytes)
@@ -337,7 +367,7 @@ class Ingest:
                       bytes=version.size)
         return out, files, res.counts
 
-    def _quarantine(self, ref: ObjectRef, version: Any, sha: str, exc: MalformedFile,
+    def _quarantine(self, ref: ObjectRef, version: ObjectVersion, sha: str, exc: MalformedFile,
                     now: datetime) -> Outcome:
         """Copies the object (pinned to the version read) to `{quarantine}/<key>` with its
         reason beside it. A different content already there is never overwritten: this one
