@@ -45,9 +45,6 @@ from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO, cast
-from urllib.parse import unquote_plus
-
-import orjson
 
 from .. import logs
 from ..durable import sha256_stream
@@ -59,6 +56,7 @@ from ..parallel import JobSpec, LocalRunner
 from ..reader import HashingReader, iter_chunks
 from ..transform import transform
 from . import emf
+from .events import BadEvent, ObjectRef, is_test_event, object_refs, sqs_body
 from .ledger import CatalogFile, DynamoLedger, LeaseLost
 from .s3 import (
     ObjectVersion,
@@ -88,19 +86,6 @@ class Busy(LogwatchdError):
     """Another invocation holds this content's lease: it is not processed twice."""
 
 
-class BadEvent(LogwatchdError):
-    """The event (or an SQS message's body) is not an S3 event notification."""
-
-
-@dataclass(frozen=True)
-class ObjectRef:
-    """One object of an event notification; `key` decoded as S3 URL-encodes it."""
-
-    bucket: str
-    key: str
-    version_id: str | None = None
-
-
 @dataclass
 class Outcome:
     """One object's outcome, as logged and counted."""
@@ -115,40 +100,6 @@ class Outcome:
     reason: str | None = None
     detail: str | None = None
     duration_ms: float = 0.0
-
-
-# --- events ------------------------------------------------------------------------------
-def is_test_event(doc: Any) -> bool:
-    return isinstance(doc, dict) and doc.get("Event") == "s3:TestEvent"
-
-
-def object_refs(notification: Any) -> list[ObjectRef]:
-    """The created objects of an S3 event notification (none for a test event)."""
-    if is_test_event(notification):
-        return []
-    records = notification.get("Records") if isinstance(notification, dict) else None
-    if not isinstance(records, list):
-        raise BadEvent("not an S3 event notification: no Records")
-    refs = []
-    for rec in records:
-        try:
-            if rec.get("eventSource") != "aws:s3":
-                raise BadEvent(f"not an S3 event record: eventSource {rec.get('eventSource')!r}")
-            if not str(rec.get("eventName", "ObjectCreated:")).startswith("ObjectCreated:"):
-                continue  # a removal or restore: nothing to ingest
-            obj = rec["s3"]["object"]
-            refs.append(ObjectRef(rec["s3"]["bucket"]["name"], unquote_plus(obj["key"]),
-                                  obj.get("versionId") or None))
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise BadEvent(f"an S3 event record without {exc}") from None
-    return refs
-
-
-def _sqs_body(record: dict[str, Any]) -> Any:
-    try:
-        return orjson.loads(record["body"])
-    except (KeyError, TypeError, orjson.JSONDecodeError) as exc:
-        raise BadEvent(f"SQS message {record.get('messageId')!r}: body is not JSON ({exc})") from None
 
 
 # --- the handler -------------------------------------------------------------------------
@@ -225,7 +176,7 @@ def _sqs(ingest: Ingest, records: list[dict[str, Any]], context: Any, request: s
     for record in records:
         message = record.get("messageId", "")
         try:
-            body = _sqs_body(record)
+            body = sqs_body(record)
             refs = object_refs(body)
         except BadEvent as exc:
             log.error(logs.BAD_EVENT, message_id=message, error=str(exc))
