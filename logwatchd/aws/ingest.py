@@ -37,6 +37,7 @@ keys with the same bytes, and the ledger adds the counts once.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import threading
 import time
@@ -61,11 +62,9 @@ from .ledger import CatalogFile, DynamoLedger, LeaseLost
 from .s3 import (
     ObjectVersion,
     S3Prefix,
-    endpoint_url,
     new_client,
     new_filesystem,
     open_object,
-    region,
 )
 from .settings import Settings
 
@@ -73,6 +72,8 @@ from .settings import Settings
 # so a lease that ran out belongs to an invocation that is gone (clocks agree within this).
 LEASE_MARGIN_SECONDS = 5.0
 CHUNK_BYTES = 4 << 20
+# The clients of a container are built for these (a test or the demo may change them).
+ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION")
 # Without a Lambda context (a direct call, the demo): Lambda's longest timeout.
 DEFAULT_LEASE_SECONDS = 900.0
 
@@ -233,7 +234,7 @@ class Ingest:
     @classmethod
     def for_settings(cls, settings: Settings) -> Ingest:
         """The container's instance for these settings and endpoint (built on first use)."""
-        key = (settings, endpoint_url(), region())
+        key = (settings, *(os.environ.get(name) for name in ENDPOINT_VARIABLES))
         with cls._lock:
             if cls._cached is None or cls._cached[0] != key:
                 cls._cached = (key, cls(settings))

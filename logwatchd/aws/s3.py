@@ -1,33 +1,22 @@
-"""S3 for the Lambda functions: boto3's and pyarrow's clients at the same endpoint, an output
+"""S3 for the ingest Lambda: boto3's and pyarrow's clients at the same endpoint (boto3 reads
+`AWS_ENDPOINT_URL[_S3]` itself, pyarrow is given it by `settings.s3_filesystem`), an output
 `Store` at a prefix (final keys, no staging), and objects read as streams pinned to one version.
-
-`AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`, is honoured by both clients (boto3 reads it
-itself; pyarrow's C++ client is given it), so moto and LocalStack work unchanged.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..errors import FileVanished, TransientIOError
-from .settings import S3Location
+from .settings import S3Location, s3_filesystem
 
-# Open Parquet parts at once per input: each S3 upload holds a part's buffer (~8 MiB of
-# RSS) until it is sent, so far fewer than the daemon's local files. A file of a few dates
-# (most) never needs more; a wide one rolls its parts over at each buffer flush anyway.
+# Open Parquet parts at once per input, far fewer than the daemon's local files: each open
+# part costs its writer's and its upload's buffers (~8 MiB of RSS measured with 8 open). A
+# file of a few dates (most) never needs more; one of many dates gets more, smaller parts
+# than the daemon would write (one per date and buffer flush), which compaction merges.
 MAX_WRITERS = 4
-
-
-def endpoint_url() -> str | None:
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
-
-
-def region() -> str:
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
 
 def new_client() -> Any:
@@ -39,22 +28,15 @@ def new_client() -> Any:
 
 
 def new_filesystem() -> Any:
-    """pyarrow's S3 filesystem, at the same endpoint and region as boto3's client."""
+    """pyarrow's S3 filesystem for writing outputs, at boto3's endpoint (`settings.s3_filesystem`)."""
     import pyarrow.fs as pafs
 
     # Uploads in the foreground: a part is sent before the next one is buffered, so memory
     # does not depend on how fast the network takes the parts. Delayed open: an object
     # smaller than one part is a single PutObject at close (half the time of a multipart
     # upload's three requests; most daily parts are small).
-    kwargs: dict[str, Any] = {"region": region(), "background_writes": False,
-                              "allow_delayed_open": True,
-                              "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=5)}
-    url = endpoint_url()
-    if url:
-        parts = urlsplit(url if "://" in url else f"https://{url}")
-        kwargs["endpoint_override"] = parts.netloc + parts.path.rstrip("/")
-        kwargs["scheme"] = parts.scheme or "https"
-    return pafs.S3FileSystem(**kwargs)
+    return s3_filesystem(background_writes=False, allow_delayed_open=True,
+                         retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=5))
 
 
 class S3File:
