@@ -174,7 +174,8 @@ def cmd_process(args: argparse.Namespace) -> int:
 def _failed_outcome(path: Path, exc: Exception, log: Any) -> Any:
     """A failure as `process` reports it: the daemon's classification, without its retries
     (a one-shot command does not wait: a transient failure is `failed`, try again later)."""
-    from .pipeline import FileOutcome, display_name
+    from .layout import display_name
+    from .pipeline import FileOutcome
 
     name = display_name(path.name)
     disposition = classify(exc, path)
@@ -231,7 +232,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .pipeline import display_name
+    from .layout import display_name
     from .replay import BadName, ReplayError, replay
 
     config = _config(args)

@@ -34,11 +34,12 @@ from . import logs
 from .config import Config, load_config
 from .errors import ConfigError, Disposition, LedgerError, classify
 from .inbox import InboxWatcher, Intake, writer_active
+from .layout import display_name
 from .ledger import AttemptState, inode_of
 from .metrics import Metrics
 from .notify import Notifier, watchdog_interval
 from .parallel import PoolRunner
-from .pipeline import FileOutcome, Pipeline, display_name
+from .pipeline import FileOutcome, Pipeline
 from .procs import start_forkserver
 from .records import warm_up
 from .runtime import Runtime, open_runtime

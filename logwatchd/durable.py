@@ -16,6 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+# staged_name is also imported from here by compaction and the tests.
+from .layout import REASON_SUFFIX, sidecar_name, staged_name
+
 
 def sha256_stream(fh: BinaryIO, progress: Callable[[], None] | None = None) -> str:
     """SHA-256 of what is left to read in an open file; `progress` is called per MiB."""
@@ -80,15 +83,6 @@ def ensure_dir(path: Path) -> None:
         fsync_dir(d.parent)
 
 
-def staged_name(final: Path) -> Path:
-    """The hidden staging path of a final output, in the same directory (same filesystem)."""
-    return final.with_name(f".{final.name}.tmp")
-
-
-def is_staging_name(name: str) -> bool:
-    return name.startswith(".") and name.endswith(".tmp")
-
-
 def write_staged(final: Path, data: bytes) -> Path:
     """Writes `data` under the staging name of `final` and fsyncs it; returns the staged path."""
     ensure_dir(final.parent)
@@ -121,7 +115,6 @@ def sync_dirs(dirs: set[Path]) -> None:
 
 # --- names in the folders where nothing is ever overwritten ------------------------------
 NAME_MAX = 255
-REASON_SUFFIX = ".reason.json"
 # `.NAME.reason.json.tmp`, the staging name of a sidecar, is the longest name derived from
 # a kept file's name: NAME itself must leave room for it.
 KEPT_NAME_MAX = NAME_MAX - len(REASON_SUFFIX) - len("..tmp")
@@ -129,7 +122,7 @@ KEPT_NAME_MAX = NAME_MAX - len(REASON_SUFFIX) - len("..tmp")
 
 def sidecar_of(path: Path) -> Path:
     """The reason file beside a quarantined, dead-lettered or refused entry."""
-    return path.with_name(path.name + REASON_SUFFIX)
+    return path.with_name(sidecar_name(path.name))
 
 
 def free_name(directory: Path, name: str, tag: str | None, limit: int = KEPT_NAME_MAX) -> Path:

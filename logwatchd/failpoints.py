@@ -16,6 +16,8 @@ The names (`tests/test_failpoints.py` kills the process at each in turn):
     compact.staged        merged files written and fsynced, catalog unchanged
     compact.committed     catalog swapped and journal committed, no file moved
     compact.moved-first / compact.moved-more / compact.moved / compact.synced   as above
+    aws.claimed           the ingest Lambda: an object's content claimed, nothing written
+    aws.outputs_written   its outputs in S3 (or its quarantine copy), the ledger not completed
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from typing import Any
 from .durable import fsync_dir, fsync_file, keep, move, sha256_file, sync_dirs
 from .errors import LedgerError, LogwatchdError
 from .failpoints import failpoint
+from .layout import stem_globs
 
 SCHEMA_VERSION = "1"
 
@@ -427,7 +428,7 @@ class Ledger:
         """True when a live output is already named after `stem` (<stem>-N.parquet, <stem>.jsonl)."""
         row = self._reader().execute(
             "SELECT 1 FROM outputs WHERE path LIKE ? OR path LIKE ? LIMIT 1",
-            (f"%/{stem}-%.parquet", f"%/{stem}.jsonl")).fetchone()
+            stem_globs(stem)).fetchone()
         return row is not None
 
     def occurrences(self, sha256: str) -> int:

@@ -29,6 +29,11 @@ ALERT = "alert"
 ALERT_CLEARED = "alert_cleared"
 RECOVERY_DONE = "recovery_done"
 INTERNAL_ERROR = "internal_error"
+# The ingest Lambda's own (logwatchd.aws.ingest); its files log the events above.
+INVOCATION_DONE = "invocation_done"
+TEST_EVENT_IGNORED = "test_event_ignored"
+BAD_EVENT = "bad_event"
+OBJECT_IGNORED = "object_ignored"
 
 
 def _json_bytes(obj: Any, default: Any = None) -> bytes:

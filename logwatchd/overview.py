@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from .config import Config
-from .durable import REASON_SUFFIX
+from .layout import REASON_SUFFIX
 from .metrics import COMPACTION_FIELDS, iso_utc
 
 RECENT_FILES = 20          # last files listed

@@ -20,17 +20,19 @@ import traceback
 import zlib
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import Cancelled, MalformedFile, TransientIOError
+from .layout import parquet_schema, part_stem
 from .procs import context, die_with_parent
 from .reader import Chunk, Lines, LongLine, is_span, own_span_fd, read_span
 from .records import ChunkResult, RecordBatcher, RecordError
-from .writers import PartitionedParquet, parquet_schema
+from .writers import PartitionedParquet, WrittenPart
 
 if TYPE_CHECKING:  # imported by the processes that build columns, never by the coordinator
     import pyarrow as pa
+
+    from .storage import Store
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class JobSpec:
     sha256: str
     stem: str          # output names: <stem>-<part>.parquet; the SHA-256, tagged on a repeat
     source_file: str
-    clean_dir: Path
+    clean: Store       # the dataset: a local directory (staged parts) or an S3 prefix
     timezone: str
     ingested_at: str
     max_line_bytes: int
@@ -59,7 +61,7 @@ class ChunkSink:
     def __init__(self, spec: JobSpec, part: int) -> None:
         self.batcher = RecordBatcher(spec.source_file, spec.timezone, spec.ingested_at,
                                      spec.max_line_bytes)
-        self.parquet = PartitionedParquet(spec.clean_dir, f"{spec.stem}-{part}",
+        self.parquet = PartitionedParquet(spec.clean, part_stem(spec.stem, part),
                                           parquet_schema(spec.sha256, spec.source_file))
         self._origin: str | None = None
         self._fd = -1
@@ -125,7 +127,7 @@ class ChunkSink:
             os.close(self._fd)
         self._fd, self._origin = -1, None
 
-    def close(self) -> list[tuple[str, Path, int, int]]:
+    def close(self) -> list[WrittenPart]:
         self._close_input()
         return self.parquet.close()
 

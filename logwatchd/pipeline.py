@@ -21,25 +21,24 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from .config import Config
-from .durable import (
-    free_name,
-    is_staging_name,
-    sha256_file,
-    sha256_stream,
-    sidecar_of,
-    staged_name,
-    write_staged,
-)
-from .errors import Cancelled, FileVanished, MalformedFile, RefusedFile, TransientIOError
+from .durable import free_name, sha256_file, sha256_stream, sidecar_of, write_staged
+from .errors import Cancelled, FileVanished, MalformedFile, RefusedFile
 from .failpoints import failpoint
+from .layout import (
+    display_name,
+    errors_path,
+    is_staging_name,
+    reason_json,
+    repeat_stem,
+    staged_name,
+)
 from .ledger import Commit, FileIdentity, Ledger, Move, Output, identity, inode_of, utc_iso
 from .parallel import JobSpec, LocalRunner, PoolRunner
 from .reader import HashingReader, iter_chunks, open_input
 from .records import ChunkResult, utc_now
-from .writers import StagedJsonl
+from .storage import LocalDir
+from .transform import transform
 
 Clock = Callable[[], datetime]
 
@@ -71,11 +70,6 @@ class FileOutcome:
         if self.detail:
             out["detail"] = self.detail
         return out
-
-
-def display_name(name: str) -> str:
-    """A file name as valid UTF-8 text (undecodable bytes become U+FFFD)."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 class Pipeline:
@@ -148,10 +142,10 @@ class Pipeline:
                 commit.moves.append(self._retire_input(path, st, sha, now))
             return FileOutcome(name, "duplicate", sha256=sha, bytes=st.st_size), commit
         # Names are deterministic: a retry after a crash rewrites the same (staged) names.
-        stem = sha if not seen else f"{sha}-r{seen}"
+        stem = repeat_stem(sha, seen)
         while seen and self.ledger.stem_in_use(stem):  # repeats after a rebuilt ledger
             seen += 1
-            stem = f"{sha}-r{seen}"
+            stem = repeat_stem(sha, seen)
         try:
             result, outputs = self._transform(path, name, fh, st, sha, stem, now)
         except MalformedFile as exc:
@@ -169,55 +163,36 @@ class Pipeline:
     def _transform(self, path: Path, name: str, fh: Any, st: os.stat_result, sha: str,
                    stem: str, now: datetime) -> tuple[ChunkResult, list[Output]]:
         cfg = self.config
-        spec = JobSpec(sha, stem, name, cfg.paths.clean, cfg.transform.timezone, utc_iso(now),
-                       cfg.ingest.max_line_bytes)
+        spec = JobSpec(sha, stem, name, LocalDir(cfg.paths.clean), cfg.transform.timezone,
+                       utc_iso(now), cfg.ingest.max_line_bytes)
         large = st.st_size > 2 * cfg.ingest.chunk_bytes
         runner = self.pool if (large and self.pool is not None) else self.local
         src = HashingReader(fh)
         chunks = iter_chunks(src, path.name, cfg.ingest.chunk_bytes, cfg.ingest.max_line_bytes,
                              max_decompressed=cfg.ingest.max_decompressed_bytes,
                              progress=self.progress)
-        errors_path = cfg.paths.errors / f"date={self._day(now)}" / f"{stem}.jsonl"
-        errors_file: StagedJsonl | None = None
-        total = ChunkResult()
-        parts: list = []
-        results = runner.run(spec, chunks)
-        try:
-            for res in results:
-                self.progress()
-                if self.cancel.is_set():
-                    raise Cancelled(f"{path.name}: abandoned for shutdown")
-                if isinstance(res, list):
-                    parts = res
-                    continue
-                if res.error_lines:
-                    if errors_file is None:
-                        errors_file = StagedJsonl(errors_path)
-                    errors_file.write(res.error_lines)
-                    res.error_lines = []
-                total.merge(res)
-                if self.watch is not None:
-                    self.watch(fh.tell(), total.processed)
-            src.drain()
-            if src.hexdigest() != sha or os.fstat(fh.fileno()).st_size != st.st_size:
-                raise TransientIOError(f"{path.name} changed while it was read")
-            if total.processed and not total.parsed:
-                raise MalformedFile("not_json", f"none of its {total.processed} non-blank lines parses as JSON")
-            outputs = [Output(final, staged_name(final), "clean", day, rows, size)
-                       for day, final, rows, size in parts]
-            if errors_file is not None:
-                size = errors_file.close()
-                outputs.append(Output(errors_file.final, errors_file.staged, "errors",
-                                      self._day(now), errors_file.lines, size))
-                errors_file = None
-        except BaseException:
-            results.close()  # aborts the runner's staged parts
-            for _day, final, _rows, _size in parts:
-                staged_name(final).unlink(missing_ok=True)
-            if errors_file is not None:
-                errors_file.abort()
-            raise
-        return total, outputs
+
+        def step() -> None:
+            self.progress()
+            if self.cancel.is_set():
+                raise Cancelled(f"{path.name}: abandoned for shutdown")
+
+        def watch(total: ChunkResult) -> None:
+            if self.watch is not None:
+                self.watch(fh.tell(), total.processed)
+
+        day = self._day(now)
+        errors_relative = errors_path(day, stem)
+        done = transform(runner, spec, src, chunks, errors=LocalDir(cfg.paths.errors),
+                         errors_relative=errors_relative, step=step, watch=watch,
+                         changed=lambda: os.fstat(fh.fileno()).st_size != st.st_size)
+        outputs = [Output(Path(p.final), staged_name(Path(p.final)), "clean", p.date, p.rows, p.bytes)
+                   for p in done.parts]
+        if done.errors is not None:
+            final = cfg.paths.errors / errors_relative
+            outputs.append(Output(final, staged_name(final), "errors", day, done.errors.lines,
+                                  done.errors.size))
+        return done.result, outputs
 
     def _day(self, now: datetime) -> str:
         return now.astimezone(self.zone).date().isoformat()
@@ -266,7 +241,7 @@ class Pipeline:
         """The moves that set an inbox entry aside with its reason: a staged sidecar, then
         the entry itself, both to names that overwrite nothing."""
         target = free_name(directory, path.name, sha)
-        doc = _reason_json(reason, detail, now, sha, path.name)
+        doc = reason_json(reason, detail, utc_iso(now), sha, path.name)
         staged = write_staged(sidecar_of(target), doc)
         return [Move(staged, sidecar_of(target), keep=True),
                 Move(path, target, None, ident, keep=True)]
@@ -299,16 +274,3 @@ def _failpoint(name: str) -> None:
     pattern = os.environ.get(FAILPOINT_ENV)
     if pattern and fnmatch.fnmatchcase(name, pattern):
         raise RuntimeError(f"failpoint {FAILPOINT_ENV} matched {name!r}")
-
-
-def _reason_json(reason: str, detail: str, now: datetime, sha: str | None, name: str) -> bytes:
-    """The sidecar: why, when, and the name as dropped (`file`; its bytes in hex as
-    `file_bytes` when they are not UTF-8), which replay gives the file back."""
-    doc: dict[str, Any] = {"reason": reason, "detail": detail, "at": utc_iso(now),
-                           "file": display_name(name)}
-    raw = os.fsencode(name)
-    if doc["file"].encode() != raw:
-        doc["file_bytes"] = raw.hex()
-    if sha:
-        doc["sha256"] = sha
-    return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"

@@ -22,9 +22,9 @@ import pyarrow.parquet as pq
 from .compaction import META_INPUT_SHAS
 from .config import Config
 from .durable import fsync_dir, sha256_file
+from .layout import META_INPUT_SHA, META_SOURCE_FILE, is_data_name, partition_date
 from .ledger import Ledger, utc_iso
 from .runtime import TIMEZONE_KEY, acquire_lock
-from .writers import META_INPUT_SHA, META_SOURCE_FILE
 
 # Reasons of entries the inbox refused (reader.check_regular): quarantined as they are,
 # never read, never recorded in the ledger. Their content must not come back as processed,
@@ -134,12 +134,13 @@ def _partition_files(root: Path, suffix: str) -> list[tuple[str, Path]]:
     if not root.is_dir():
         return out
     for part in sorted(root.iterdir()):
-        if not part.is_dir() or not part.name.startswith("date="):
+        day = partition_date(part.name)
+        if day is None or not part.is_dir():
             continue
         for f in sorted(part.iterdir()):
-            if f.name.startswith((".", "_")) or not f.name.endswith(suffix) or not f.is_file():
+            if not is_data_name(f.name) or not f.name.endswith(suffix) or not f.is_file():
                 continue
-            out.append((part.name[5:], f))
+            out.append((day, f))
     return out
 
 

@@ -42,25 +42,12 @@ LONG_LINE_RAW_BYTES = 1024  # how much of an over-long line its error record kee
 _DAY_NAMES = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 
 
-def clean_schema() -> pa.Schema:
-    """The clean dataset's columns (SPEC §5), without the partition column."""
-    import pyarrow as pa
-
-    return pa.schema([
-        ("timestamp", pa.string()),
-        ("ts", pa.timestamp("us", tz="UTC")),
-        ("day_of_week", pa.string()),
-        ("user_id", pa.string()),
-        ("action", pa.string()),
-        ("attributes", pa.string()),
-        ("source_file", pa.string()),
-        ("source_line", pa.int64()),
-    ])
-
-
 def __getattr__(name: str) -> Any:
-    # CLEAN_SCHEMA stays importable as a constant, built on first use.
+    # CLEAN_SCHEMA stays importable as a constant, built on first use (compaction's name for
+    # layout.clean_schema()).
     if name == "CLEAN_SCHEMA":
+        from .layout import clean_schema
+
         return clean_schema()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -22,10 +22,10 @@ from typing import IO
 
 from .config import Config
 from .durable import NAME_MAX, ensure_dir, free_name, keep, sha256_file, sync_dirs
+from .layout import REASON_SUFFIX
 from .ledger import Ledger
 from .runtime import data_dirs, try_lock
 
-REASON_SUFFIX = ".reason.json"
 LOCK_NAME = "replay.lock"
 
 

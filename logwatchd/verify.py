@@ -22,6 +22,7 @@ from urllib.parse import quote
 from .config import Config
 from .durable import sha256_file
 from .errors import LedgerError
+from .layout import partition_date
 from .writers import iter_staging_files
 
 # The kinds of problem, each one line of output.
@@ -172,11 +173,12 @@ def _data_files(root: Path, suffix: str, hidden: tuple[str, ...] = (".", "_")) -
     if not root.is_dir():
         return
     for part in sorted(root.iterdir()):
-        if not part.is_dir() or not part.name.startswith("date="):
+        day = partition_date(part.name)
+        if day is None or not part.is_dir():
             continue
         for f in sorted(part.iterdir()):
             if not f.name.startswith(hidden) and f.name.endswith(suffix):
-                yield part.name[len("date="):], f
+                yield day, f
 
 
 def _check_orphans(config: Config, live: list[_Live]) -> Iterator[Problem]:

@@ -1,7 +1,9 @@
-"""Durable output: staged files (hidden, `.tmp`) fsynced, then published by rename + directory fsync.
+"""The Parquet and JSON Lines writers of one input's outputs, over a `storage.Store`.
 
-Nothing is written under a final name directly; a crash leaves at most hidden staging
-files, which recovery removes or publishes according to the ledger.
+On a local directory nothing is written under a final name directly: parts are staged
+(hidden, `.tmp`), fsynced, and published by the ledger's rename, so a crash leaves at most
+hidden staging files, which recovery removes or publishes according to the ledger. On S3
+each part is written at its final key and appears whole when its upload completes.
 """
 
 from __future__ import annotations
@@ -9,57 +11,59 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .durable import ensure_dir, fsync_close, fsync_dir, is_staging_name, staged_name
-from .records import clean_schema, group_by_date
+from .layout import (
+    DICTIONARY_COLUMNS,
+    PARQUET_COMPRESSION,
+    clean_path,
+    is_staging_name,
+    part_name,
+)
+from .records import group_by_date
+from .storage import LocalDir, OutputFile, Store
 
 if TYPE_CHECKING:  # imported where Parquet is written: a coordinating process never needs it
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-PARQUET_COMPRESSION = "zstd"
-# Dictionary encoding pays only for columns with few distinct values per row group; on
-# the others (attributes, ts, source_line, user_id) it is tried, then abandoned, at a cost.
-DICTIONARY_COLUMNS = ["timestamp", "day_of_week", "action", "source_file"]
-META_INPUT_SHA = b"logwatchd.input_sha256"
-META_SOURCE_FILE = b"logwatchd.source_file"
+__all__ = ["DICTIONARY_COLUMNS", "PARQUET_COMPRESSION", "JsonlOutput", "PartitionedParquet",
+           "WrittenPart", "iter_staging_files", "writer_cap"]
 
 
-class StagedJsonl:
-    """An append-only staged JSON Lines file, fsynced on close."""
+class JsonlOutput:
+    """An append-only JSON Lines output (an input's error lines), durable on close."""
 
-    def __init__(self, final: Path) -> None:
-        ensure_dir(final.parent)
-        self.final = final
-        self.staged = staged_name(final)
-        self._fh = open(self.staged, "wb")  # noqa: SIM115 - appended to until close()/abort()
+    def __init__(self, store: Store, relative: str) -> None:
+        self.store = store
+        self.relative = relative
+        self.file = store.create(relative)
         self.lines = 0
+        self.size = 0   # bytes, once closed
 
     def write(self, lines: list[bytes]) -> None:
         if lines:
-            self._fh.write(b"".join(lines))
+            self.file.stream.write(b"".join(lines))
             self.lines += len(lines)
 
     def close(self) -> int:
-        """Flushes and fsyncs; returns the size in bytes."""
-        return fsync_close(self._fh)
+        """Makes it durable; returns the size in bytes."""
+        self.size = self.file.close()
+        self.store.sync()
+        return self.size
 
     def abort(self) -> None:
-        try:
-            self._fh.close()
-        except OSError:
-            pass  # closing flushes, which fails again on a full disk
-        self.staged.unlink(missing_ok=True)
+        self.file.abort()
 
 
-def parquet_schema(input_sha: str, source_file: str) -> pa.Schema:
-    """The clean schema, carrying the input's SHA-256 so the ledger can be rebuilt from files."""
-    return clean_schema().with_metadata({
-        META_INPUT_SHA: input_sha.encode(),
-        META_SOURCE_FILE: source_file.encode("utf-8", "surrogateescape"),
-    })
+class WrittenPart(NamedTuple):
+    """One closed Parquet part: durable, not yet published on a local store."""
+
+    date: str
+    final: PurePath   # a Path under a local store; the key relative to an S3 prefix
+    rows: int
+    bytes: int
 
 
 # A row group of this many rows is written as soon as one date has buffered it: DuckDB's
@@ -94,30 +98,28 @@ def writer_cap() -> int:
 
 
 class PartitionedParquet:
-    """Staged Parquet files per event date for one input: memory and descriptors bounded.
+    """Parquet parts per event date for one input: memory and open files bounded.
 
     Rows are buffered per date and written in large row groups: a date's buffer once it
     holds `ROW_GROUP_ROWS` rows, every buffer once all of them hold `buffer_bytes`. At most
     `max_open` writers are open; the least recently used one is closed (its file is then
     final) and that date's next rows go to a new part. Names are deterministic for a given
-    input and worker: `<stem>.parquet`, then `<stem>-1.parquet`, `<stem>-2.parquet`, ...
-    so that a retry after a crash overwrites the same staged names.
+    input and worker (`layout.part_name`): `<stem>.parquet`, then `<stem>-1.parquet`, ...
+    so that a retry after a crash overwrites the same names.
     """
 
-    def __init__(self, clean_dir: Path, file_stem: str, schema: pa.Schema,
+    def __init__(self, clean: Path | Store, file_stem: str, schema: pa.Schema,
                  buffer_bytes: int = BUFFER_BYTES, max_open: int | None = None) -> None:
-        self.clean_dir = clean_dir
+        self.store: Store = LocalDir(clean) if isinstance(clean, Path) else clean
         self.file_stem = file_stem
         self.schema = schema
         self.buffer_bytes = buffer_bytes
-        self.max_open = max_open if max_open is not None else writer_cap()
-        # date -> open writer and its final path; insertion order is the LRU order
-        self._open: OrderedDict[str, tuple[pq.ParquetWriter, pa.NativeFile, Path]] = OrderedDict()
-        self._rows: dict[Path, int] = {}       # rows per part file (open or closed)
-        self._closed: list[tuple[str, Path, int, int]] = []  # (date, final, rows, bytes), fsynced
-        self._files: list[Path] = []           # every part opened (abort removes them)
-        self._made: set[str] = set()           # partition directories known to exist
-        self._new_dirs = False                 # made some: the dataset's directory needs an fsync
+        self.max_open = max_open or self.store.max_writers or writer_cap()
+        # date -> open writer, its output and its relative path; insertion order is the LRU order
+        self._open: OrderedDict[str, tuple[pq.ParquetWriter, OutputFile, str]] = OrderedDict()
+        self._rows: dict[str, int] = {}        # rows per part (open or closed)
+        self._closed: list[WrittenPart] = []   # durable
+        self._files: list[OutputFile] = []     # every part opened (abort drops them)
         self._parts: dict[str, int] = {}       # date -> parts opened so far
         # Buffered rows: the sorted tables of chunks (`group_by_date`) and, per date, its
         # ranges in them. A table is held until the last of its ranges is written; ranges,
@@ -133,13 +135,13 @@ class PartitionedParquet:
     def rows(self) -> dict[str, int]:
         """Rows written or buffered per date."""
         out = dict(self._buffered_rows)
-        for day, final in [(d, f) for d, f, _r, _b in self._closed] + [(d, f) for d, (_w, _s, f) in self._open.items()]:
-            out[day] = out.get(day, 0) + self._rows[final]
+        for day, n in [(p.date, p.rows) for p in self._closed] + \
+                [(d, self._rows[r]) for d, (_w, _o, r) in self._open.items()]:
+            out[day] = out.get(day, 0) + n
         return out
 
-    def final_path(self, day: str, part: int = 0) -> Path:
-        name = f"{self.file_stem}.parquet" if part == 0 else f"{self.file_stem}-{part}.parquet"
-        return self.clean_dir / f"date={day}" / name
+    def relative_path(self, day: str, part: int = 0) -> str:
+        return clean_path(day, part_name(self.file_stem, part))
 
     def write_chunk(self, table: pa.Table) -> None:
         """Buffers a chunk's rows (with their `date` column); writes what is due."""
@@ -179,11 +181,11 @@ class PartitionedParquet:
 
         ranges = self._buffers.pop(day)
         n = self._buffered_rows.pop(day)
-        writer, _sink, final = self._writer(day)
+        writer, _out, rel = self._writer(day)
         parts = [self._tables[tid][0].slice(start, rows) for tid, start, rows in ranges]
         table = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
         writer.write_table(table.cast(self.schema), row_group_size=n)
-        self._rows[final] += n
+        self._rows[rel] += n
         del parts, table
         for tid, _start, _rows in ranges:
             entry = self._tables[tid]
@@ -192,8 +194,7 @@ class PartitionedParquet:
                 self._held -= entry[2]
                 del self._tables[tid]
 
-    def _writer(self, day: str) -> tuple[pq.ParquetWriter, pa.NativeFile, Path]:
-        import pyarrow as pa
+    def _writer(self, day: str) -> tuple[pq.ParquetWriter, OutputFile, str]:
         import pyarrow.parquet as pq
 
         entry = self._open.get(day)
@@ -204,71 +205,55 @@ class PartitionedParquet:
             self._finish(*self._open.popitem(last=False))
         part = self._parts.get(day, 0)
         self._parts[day] = part + 1
-        final = self.final_path(day, part)
-        self._mkdir(final.parent)
-        # An open file handed to the writer: ~0.5 ms less per file than a path, and its
-        # descriptor is fsynced before it is closed.
-        sink = pa.OSFile(str(staged_name(final)), "wb")
+        rel = self.relative_path(day, part)
+        # An open stream handed to the writer: ~0.5 ms less per file than a path, and a
+        # local file's descriptor is fsynced before it is closed.
+        out = self.store.create(rel, arrow=True)
+        self._files.append(out)
         try:
-            writer = pq.ParquetWriter(sink, self.schema, compression=PARQUET_COMPRESSION,
+            writer = pq.ParquetWriter(out.stream, self.schema, compression=PARQUET_COMPRESSION,
                                       use_dictionary=DICTIONARY_COLUMNS)
         except BaseException:
-            sink.close()
+            out.abort()
             raise
-        self._rows[final] = 0
-        self._files.append(final)
-        entry = self._open[day] = (writer, sink, final)
+        self._rows[rel] = 0
+        entry = self._open[day] = (writer, out, rel)
         return entry
 
-    def _mkdir(self, directory: Path) -> None:
-        """A partition directory; the dataset directory is fsynced once, in `close`."""
-        if directory.name in self._made:
-            return
-        if not self._made:
-            ensure_dir(self.clean_dir)
-        try:
-            os.mkdir(directory)
-            self._new_dirs = True
-        except FileExistsError:
-            pass
-        self._made.add(directory.name)
-
-    def _finish(self, day: str, entry: tuple[pq.ParquetWriter, pa.NativeFile, Path]) -> None:
-        """Closes one part: its footer written, its data fsynced; it is final from now on."""
-        writer, sink, final = entry
+    def _finish(self, day: str, entry: tuple[pq.ParquetWriter, OutputFile, str]) -> None:
+        """Closes one part: its footer written, its data durable; it is final from now on."""
+        writer, out, rel = entry
         try:
             writer.close()
-            os.fsync(sink.fileno())
-            size = sink.tell()
-        finally:
-            sink.close()
-        self._closed.append((day, final, self._rows[final], size))
+        except BaseException:
+            out.abort()
+            raise
+        size = out.close()
+        self._closed.append(WrittenPart(day, self.store.final(rel), self._rows[rel], size))
 
-    def close(self) -> list[tuple[str, Path, int, int]]:
-        """Writes what is buffered, closes and fsyncs every file: [(date, final path, rows, bytes)]."""
+    def close(self) -> list[WrittenPart]:
+        """Writes what is buffered, closes every part and makes it durable."""
         self.flush()
         while self._open:
             self._finish(*self._open.popitem(last=False))
-        if self._new_dirs:
-            fsync_dir(self.clean_dir)
-            self._new_dirs = False
+        self.store.sync()
         out, self._closed, self._files = self._closed, [], []
         return out
 
     def abort(self) -> None:
+        """Drops every part of this input, open or closed."""
         self._buffers.clear()
         self._buffered_rows.clear()
         self._tables.clear()
         self._held = 0
-        for writer, sink, _final in self._open.values():
+        for writer, _out, _rel in self._open.values():
             try:
                 writer.close()
-            except Exception:  # noqa: BLE001, S110 - best effort: the staged file is removed anyway
+            except Exception:  # noqa: BLE001, S110 - best effort: the part is dropped anyway
                 pass
-            sink.close()
         self._open.clear()
-        for final in self._files:
-            staged_name(final).unlink(missing_ok=True)
+        for out in self._files:
+            out.abort()
         self._files, self._closed = [], []
 
 

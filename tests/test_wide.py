@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import Env
 
-from logwatchd.records import clean_schema
+from logwatchd.layout import clean_schema
 from logwatchd.writers import PartitionedParquet
 
 START = 1_704_067_200  # 2024-01-01T00:00:00Z

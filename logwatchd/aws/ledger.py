@@ -58,6 +58,8 @@ class Claim:
     batches_done: int = 0      # claimed: completion transactions already applied (resume there)
     outcome: str | None = None           # done: ok | quarantined
     lease_until: float | None = None     # busy: when the holder's lease ends
+    first_seen: float | None = None      # claimed: when the input was first claimed (epoch s),
+                                         # the same for every retry: its processing date
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,9 @@ class DynamoLedger:
             if _str(item, "status") == "completed":
                 return Claim("done", outcome=_str(item, "outcome"))
             return Claim("busy", lease_until=_num(item, "lease_until"))
-        return Claim("claimed", batches_done=int(_num(out["Attributes"], "batches_done")))
+        attrs = out["Attributes"]
+        return Claim("claimed", batches_done=int(_num(attrs, "batches_done")),
+                     first_seen=float(_num(attrs, "first_seen", now)))
 
     def input(self, sha256: str) -> dict[str, Any] | None:
         """The input's item as DynamoDB returns it (typed attribute values), or None."""

@@ -111,15 +111,15 @@ class Settings:
         return Config(transform=TransformConfig(timezone=self.timezone))
 
 
-def s3_filesystem(environ: Mapping[str, str] | None = None) -> Any:
+def s3_filesystem(environ: Mapping[str, str] | None = None, **options: Any) -> Any:
     """pyarrow's S3 client, pointed where boto3 points: pyarrow reads neither `AWS_ENDPOINT_URL`
     nor `AWS_ENDPOINT_URL_S3` itself (apache/arrow#49643), so they are passed on here, the
     service-specific one first as boto3 does; the region from `AWS_REGION` (set by Lambda)
-    or `AWS_DEFAULT_REGION`."""
+    or `AWS_DEFAULT_REGION`. `options` go to `S3FileSystem` as they are."""
     from pyarrow.fs import S3FileSystem
 
     env = os.environ if environ is None else environ
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(options)
     endpoint = env.get("AWS_ENDPOINT_URL_S3", "").strip() or env.get("AWS_ENDPOINT_URL", "").strip()
     if endpoint:
         url = urlsplit(endpoint)
