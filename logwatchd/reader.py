@@ -195,15 +195,30 @@ def iter_chunks(src: HashingReader, name: str, chunk_bytes: int, max_line_bytes:
     """
     gz = name.endswith(".gz") or src.peek(2) == GZIP_MAGIC
     stream = _Decoded(src, gz, max_decompressed, progress)
-    head = b""
-    while True:  # find the first non-blank byte to tell an array from JSON Lines
+    # The first non-blank byte tells an array from JSON Lines. Blank lines before it are
+    # looked at once each, and at most about a chunk of them is held: past that, the input
+    # is read as JSON Lines (whose blank lines are skipped chunk by chunk).
+    blocks: list[bytes] = []
+    held = 0
+    first = b""
+    while not first and held <= chunk_bytes:
         block = stream.read(READ_BYTES)
-        head += block
-        body = head[3:] if head.startswith(BOM) else head
-        stripped = body.lstrip(JSON_WS)
-        if stripped or not block:
+        if not block:
             break
-    if stripped.startswith(b"["):
+        if held < len(BOM):  # a BOM may straddle short reads: the start is looked at whole
+            start = b"".join(blocks) + block
+            blocks, held = [start], len(start)
+            if held < len(BOM) and BOM.startswith(start):
+                continue
+            first = (start[3:] if start.startswith(BOM) else start).lstrip(JSON_WS)[:1]
+        else:
+            blocks.append(block)
+            held += len(block)
+            first = block.lstrip(JSON_WS)[:1]
+    head = b"".join(blocks)
+    del blocks
+    body = head[3:] if head.startswith(BOM) else head
+    if first == b"[":
         yield from _array_chunks(stream, body, chunk_bytes, max_line_bytes)
     else:
         origin = None if gz else reopen_path(src.raw)
