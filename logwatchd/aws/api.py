@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from apig_wsgi import make_lambda_handler
 from botocore.exceptions import BotoCoreError, ClientError
@@ -44,9 +45,26 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return _handler(event, context)
 
 
+# Printable ASCII stays as sent (existing %XX escapes included); anything else is %-encoded
+# as UTF-8, as a browser would: WSGI carries the query string as latin-1 text, so a client
+# sending raw UTF-8 (curl does) would otherwise fail in the adapter instead of getting a 400.
+_QUERY_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
+
+
+def _ascii_query(event: dict[str, Any]) -> dict[str, Any]:
+    raw = event.get("rawQueryString")
+    if isinstance(raw, str) and not raw.isascii():
+        event = {**event, "rawQueryString": quote(raw, safe=_QUERY_SAFE)}
+    return event
+
+
 def build_handler(settings: Settings, *, client: Any = None, clock: Clock = utc_now) -> Handler:
     """The Lambda handler of the app over the ledger table the settings name."""
-    return make_lambda_handler(create_lambda_app(settings, client=client, clock=clock))
+    adapter = make_lambda_handler(create_lambda_app(settings, client=client, clock=clock))
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return adapter(_ascii_query(event), context)
+    return handler
 
 
 def create_lambda_app(settings: Settings, *, client: Any = None, clock: Clock = utc_now) -> Flask:

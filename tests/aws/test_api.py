@@ -347,3 +347,17 @@ def property_app(aws: AwsEnv) -> Any:
 def test_every_operation_conforms_to_the_lambda_description(case: Any, property_app: Any) -> None:
     """No generated request gets a 500 or an answer outside the published description."""
     case.call_and_validate(app=property_app)
+
+
+@pytest.mark.parametrize("query", ["date=２０２６-１１-２５", "date=2026-11-25&action=café"])
+def test_raw_utf8_in_the_query_string_is_a_parameter_not_a_crash(handler: Any, query: str) -> None:
+    """curl sends UTF-8 unencoded: the answer is the one its %-encoded form gets (WSGI carries
+    the query string as latin-1, where these characters cannot go)."""
+    from urllib.parse import quote
+
+    raw = handler(http_event("/counts", query), None)
+    encoded = handler(http_event("/counts", quote(query, safe="=&")), None)
+    assert raw["statusCode"] == encoded["statusCode"] and raw["statusCode"] in (200, 400)
+    assert json.loads(raw["body"]) == json.loads(encoded["body"])
+    if "action" in query:
+        assert json.loads(raw["body"]) == {"date": "2026-11-25", "action": "café", "count": 0}
