@@ -70,6 +70,8 @@ def build_handler(settings: Settings, *, client: Any = None, clock: Clock = utc_
 def create_lambda_app(settings: Settings, *, client: Any = None, clock: Clock = utc_now) -> Flask:
     """The count app over the ledger table (a Flask app; `client`: a boto3 DynamoDB client)."""
     ledger = DynamoLedger(settings.ledger_table, client or _new_client())
+    # Never counts of one zone answered as another's days: refused like a bad variable.
+    ledger.check_zone(settings.timezone, record=False)
     transform = settings.config().transform
 
     def health() -> dict[str, Any]:

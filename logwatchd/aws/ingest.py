@@ -229,6 +229,7 @@ class Ingest:
         self.clean = S3Prefix(fs, self.s3, settings.clean)
         self.errors = S3Prefix(fs, self.s3, settings.errors)
         self.ledger = DynamoLedger(settings.ledger_table)
+        self.ledger.check_zone(settings.timezone)  # ZoneMismatch: nothing is read or written
         self.zone = self.config.transform.zone
 
     @classmethod

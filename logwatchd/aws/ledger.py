@@ -18,6 +18,7 @@ for tests and the demo), key `pk` (hash) + `sk` (range), on-demand billing. Item
     partitions              <date>      files: live clean files of that date; compacting
                                         (epoch s), sweeps: compact.py's (see there)
     compaction#<date>       journal     a compaction's pending publish (compact.py)
+    meta                    timezone    zone: the time zone of the dataset's dates and counts
 
 Exactly once under at-least-once delivery: `claim` is a conditional write (the first
 invocation holds a lease tied to its remaining time; a second one sees `busy`, or `done`
@@ -46,6 +47,13 @@ MAX_ACTION_TEXT_BYTES = 64 << 10
 ACTIONS_PER_TRANSACTION = 99
 # A completion transaction refused for a conflict (or without a reply) is tried this many times more.
 CONFLICT_RETRIES = 5
+
+
+META_PK = "meta"
+
+
+class ZoneMismatch(ValueError):
+    """The table's dataset is in another time zone than LOGWATCHD_TIMEZONE says."""
 
 
 class LeaseLost(Exception):
@@ -329,6 +337,31 @@ class DynamoLedger:
             else:
                 raise RuntimeError("DynamoDB left keys unprocessed after 8 attempts")
         return done
+
+    def check_zone(self, zone: str, record: bool = True) -> None:
+        """Records the time zone the dataset's dates and counts are in, at the first use of
+        the table (`record`; the API, which only reads, checks only); refuses another one
+        (the same instant would fall on other dates)."""
+        key = {"pk": _s(META_PK), "sk": _s("timezone")}
+        try:
+            if not record:
+                got = self.client.get_item(TableName=self.table, Key=key, ConsistentRead=True)
+                if _str(got.get("Item") or {}, "zone") not in (None, zone):
+                    raise self.client.exceptions.ConditionalCheckFailedException(
+                        {"Error": {"Code": "ConditionalCheckFailedException"}}, "GetItem")
+                return
+            self.client.put_item(TableName=self.table, Item={**key, "zone": _s(zone)},
+                                 ConditionExpression="attribute_not_exists(pk) OR #zone = :zone",
+                                 ExpressionAttributeNames={"#zone": "zone"},
+                                 ExpressionAttributeValues={":zone": _s(zone)})
+        except self.client.exceptions.ConditionalCheckFailedException:
+            got = self.client.get_item(TableName=self.table, Key=key, ConsistentRead=True)
+            recorded = _str(got.get("Item") or {}, "zone")
+            raise ZoneMismatch(
+                f"LOGWATCHD_TIMEZONE: {zone!r}, but the ledger table {self.table} and its dataset "
+                f"are in {recorded!r}: dates and counts would mix two zones. Set it back to "
+                f"{recorded!r}, or deploy a new table and output prefixes in {zone!r} and put the "
+                "inputs through again") from None
 
     def transact(self, actions: list[dict[str, Any]]) -> None:
         """One TransactWriteItems (at most 100 actions)."""

@@ -576,3 +576,24 @@ def test_200mb_object_with_bounded_memory(aws: AwsEnv, tmp_path: Path) -> None:
         path.unlink()
     assert peaks[200_000_000] - peaks[1_000_000] < 100_000_000, peaks
     assert peaks[200_000_000] < 384 * 2**20, peaks
+
+
+def test_another_time_zone_on_the_same_table_is_refused(aws: AwsEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SPEC §9: the zone is recorded with the data; starting in another one is refused with
+    a message saying how to migrate — by the ingest and the API functions — and nothing is
+    written."""
+    from logwatchd.aws.api import build_handler
+    from logwatchd.aws.ledger import ZoneMismatch
+    from logwatchd.aws.settings import Settings
+
+    first = b'{"timestamp": "2026-11-25T12:00:00Z", "user_id": "u", "action": "login"}\n'
+    assert lambda_handler(aws.put("a.jsonl", first), None)["valid"] == 1
+    monkeypatch.setenv("LOGWATCHD_TIMEZONE", "Pacific/Kiritimati")
+    before = aws.s3().list_objects_v2(Bucket=aws.output_bucket).get("KeyCount")
+    with pytest.raises(ZoneMismatch, match="LOGWATCHD_TIMEZONE.*'UTC'.*new table"):
+        lambda_handler(aws.put("b.jsonl", first.replace(b'"u"', b'"v"')), None)
+    with pytest.raises(ZoneMismatch, match="LOGWATCHD_TIMEZONE"):
+        build_handler(Settings.from_env())
+    assert aws.s3().list_objects_v2(Bucket=aws.output_bucket).get("KeyCount") == before
+    monkeypatch.setenv("LOGWATCHD_TIMEZONE", "UTC")
+    assert lambda_handler(aws.put("b.jsonl", first.replace(b'"u"', b'"v"')), None)["valid"] == 1
