@@ -326,9 +326,9 @@ class Ingest:
         reason beside it. A different content already there is never overwritten: this one
         goes to a name tagged with its SHA-256 instead."""
         where = self.settings.quarantine
-        target = where.key(ref.key)
+        target = where.key(fit_key(where.key(""), ref.key, sha))
         if self._quarantined_sha(where.bucket, target) not in (None, sha):
-            target = where.key(tagged(ref.key, sha))
+            target = where.key(fit_key(where.key(""), tagged(ref.key, sha), sha))
         source: dict[str, str] = {"Bucket": ref.bucket, "Key": ref.key}
         if version.version_id:
             source["VersionId"] = version.version_id
@@ -366,6 +366,25 @@ class Ingest:
                             "Quarantined": int(out.status == "quarantined"),
                             "DurationMs": out.duration_ms},
                  {"file": display_name(out.key), "sha256": out.sha256, "status": out.status})
+
+
+S3_MAX_KEY_BYTES = 1024
+
+
+def fit_key(prefix: str, key: str, sha: str) -> str:
+    """`key`, or a shorter name for it, such that `prefix + name` and its reason sidecar fit
+    S3's 1,024-byte keys (an input key may be 1,024 bytes itself; the sidecar keeps it whole,
+    as `file`): its start cut at a character boundary, the content's SHA-256 (first 16
+    digits), and the suffixes of its name ("….<sha16>.json.gz")."""
+    budget = S3_MAX_KEY_BYTES - len(prefix.encode()) - len(sidecar_name("").encode())
+    if len(key.encode()) <= budget:
+        return key
+    base = key.rpartition("/")[2]
+    dot = base.find(".", 1)
+    suffixes = base[dot:] if 0 < dot and len(base) - dot <= 32 else ""
+    tail = f"~{sha[:16]}{suffixes}".encode()
+    head = key.encode()[:max(0, budget - len(tail))].decode("utf-8", "ignore")
+    return head + tail.decode()
 
 
 def tagged(key: str, sha: str) -> str:

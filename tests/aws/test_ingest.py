@@ -597,3 +597,19 @@ def test_another_time_zone_on_the_same_table_is_refused(aws: AwsEnv, monkeypatch
     assert aws.s3().list_objects_v2(Bucket=aws.output_bucket).get("KeyCount") == before
     monkeypatch.setenv("LOGWATCHD_TIMEZONE", "UTC")
     assert lambda_handler(aws.put("b.jsonl", first.replace(b'"u"', b'"v"')), None)["valid"] == 1
+
+
+def test_a_malformed_object_with_a_1024_byte_key_is_quarantined_under_keys_s3_takes(aws: AwsEnv) -> None:
+    """S3 keys hold 1,024 bytes: `quarantine/<key>.reason.json` of a 1,024-byte key would not
+    (moto takes it; S3 answers KeyTooLongError, and the object would fail until the
+    dead-letter queue). The copy gets a shorter name; its sidecar keeps the key whole."""
+    key = "d/" + "ü" * 400 + "k" * (1024 - 2 - 800 - 9) + ".jsonl.gz"
+    assert len(key.encode()) == 1024
+    lambda_handler(aws.put(key, b"\x00\x01 not log data at all"), None)
+    listed = aws.s3().list_objects_v2(Bucket=aws.output_bucket, Prefix="quarantine/")["Contents"]
+    names = sorted(o["Key"] for o in listed)
+    assert len(names) == 2 and all(len(n.encode()) <= 1024 for n in names), [len(n.encode()) for n in names]
+    copy, sidecar = names
+    assert sidecar == copy + ".reason.json" and copy.endswith(".jsonl.gz")
+    doc = json.loads(aws.s3().get_object(Bucket=aws.output_bucket, Key=sidecar)["Body"].read())
+    assert doc["file"] == key and doc["reason"]
