@@ -22,7 +22,7 @@ from .. import logs
 from ..openapi import lambda_openapi_document
 from ..records import utc_now
 from ..webapp import Clock, create_count_app
-from .ledger import DynamoLedger
+from .ledger import DynamoLedger, ZoneMismatch
 from .settings import Settings
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -69,9 +69,8 @@ def build_handler(settings: Settings, *, client: Any = None, clock: Clock = utc_
 
 def create_lambda_app(settings: Settings, *, client: Any = None, clock: Clock = utc_now) -> Flask:
     """The count app over the ledger table (a Flask app; `client`: a boto3 DynamoDB client)."""
-    ledger = DynamoLedger(settings.ledger_table, client or _new_client())
-    # Never counts of one zone answered as another's days: refused like a bad variable.
-    ledger.check_zone(settings.timezone, record=False)
+    ledger = ZoneChecked(DynamoLedger(settings.ledger_table, client or _new_client()),
+                         settings.timezone)
     transform = settings.config().transform
 
     def health() -> dict[str, Any]:
@@ -87,8 +86,31 @@ def create_lambda_app(settings: Settings, *, client: Any = None, clock: Clock = 
 
     return create_count_app(ledger, transform, clock=clock, health=health,
                             document=lambda_openapi_document(),
-                            unavailable=(ClientError, BotoCoreError),
+                            unavailable=(ClientError, BotoCoreError, ZoneMismatch),
                             log_hint="the function's log")
+
+
+class ZoneChecked:
+    """The ledger's counts, once the table is known to be in the configured zone: counts of
+    one zone are never answered as another's days (503 naming LOGWATCHD_TIMEZONE)."""
+
+    def __init__(self, ledger: DynamoLedger, zone: str) -> None:
+        self.ledger = ledger
+        self.zone = zone
+        self._checked = False
+
+    def _check(self) -> None:
+        if not self._checked:
+            self.ledger.check_zone(self.zone, record=False)
+            self._checked = True
+
+    def count(self, day: str, action: str) -> int:
+        self._check()
+        return self.ledger.count(day, action)
+
+    def counts(self, day: str) -> dict[str, int]:
+        self._check()
+        return self.ledger.counts(day)
 
 
 def _new_client() -> Any:

@@ -236,7 +236,7 @@ def test_killed_after_writing_then_retried(aws: AwsEnv) -> None:
     assert ledger.counts("2026-03-06") == {}
     with pytest.raises(IngestFailed, match="Busy"):
         lambda_handler(event, Context())
-    [item] = aws.dynamodb().scan(TableName=aws.table)["Items"]
+    [item] = input_items(aws)
     time.sleep(max(0.0, float(item["lease_until"]["N"]) - time.time()) + 0.2)
     assert lambda_handler(event, Context()) == {"processed": 501, "valid": 500, "errors": 1}
     assert {k: aws.s3().head_object(Bucket=aws.output_bucket, Key=k)["ETag"] for k in keys(aws)} == written
@@ -329,7 +329,7 @@ def test_outputs_and_temporary_names_are_not_taken(aws: AwsEnv) -> None:
     for name in ("upload.jsonl.part", ".hidden.json", "notes.txt"):
         assert lambda_handler(aws.put(f"in/{name}", records(3)), None) == {"processed": 0, "valid": 0, "errors": 0}
     assert keys(aws) == ["errors/date=2026-01-01/x.jsonl"]
-    assert aws.dynamodb().scan(TableName=aws.table)["Count"] == 0
+    assert input_items(aws) == []
 
 
 def test_s3_test_event_is_ignored(aws: AwsEnv) -> None:
@@ -369,7 +369,7 @@ def test_object_replaced_between_reads_is_noticed(aws: AwsEnv) -> None:
     finally:
         ingest.ledger.claim = real  # type: ignore[method-assign]
     assert keys(aws) == []
-    [item] = aws.dynamodb().scan(TableName=aws.table)["Items"]
+    [item] = input_items(aws)
     assert item["status"]["S"] == "in_progress" and float(item["lease_until"]["N"]) == 0
     assert lambda_handler(event, Context()) == {"processed": 9, "valid": 9, "errors": 0}
     assert DynamoLedger(aws.table).counts("2026-03-09") == {"view": 9}
@@ -586,14 +586,16 @@ def test_another_time_zone_on_the_same_table_is_refused(aws: AwsEnv, monkeypatch
     from logwatchd.aws.ledger import ZoneMismatch
     from logwatchd.aws.settings import Settings
 
+    from .test_api import http_event as api_event
+
     first = b'{"timestamp": "2026-11-25T12:00:00Z", "user_id": "u", "action": "login"}\n'
     assert lambda_handler(aws.put("a.jsonl", first), None)["valid"] == 1
     monkeypatch.setenv("LOGWATCHD_TIMEZONE", "Pacific/Kiritimati")
     before = aws.s3().list_objects_v2(Bucket=aws.output_bucket).get("KeyCount")
     with pytest.raises(ZoneMismatch, match="LOGWATCHD_TIMEZONE.*'UTC'.*new table"):
         lambda_handler(aws.put("b.jsonl", first.replace(b'"u"', b'"v"')), None)
-    with pytest.raises(ZoneMismatch, match="LOGWATCHD_TIMEZONE"):
-        build_handler(Settings.from_env())
+    answer = build_handler(Settings.from_env())(api_event("/counts", "date=2026-11-25"), None)
+    assert answer["statusCode"] == 503 and "LOGWATCHD_TIMEZONE" in json.loads(answer["body"])["error"]
     assert aws.s3().list_objects_v2(Bucket=aws.output_bucket).get("KeyCount") == before
     monkeypatch.setenv("LOGWATCHD_TIMEZONE", "UTC")
     assert lambda_handler(aws.put("b.jsonl", first.replace(b'"u"', b'"v"')), None)["valid"] == 1
@@ -613,3 +615,9 @@ def test_a_malformed_object_with_a_1024_byte_key_is_quarantined_under_keys_s3_ta
     assert sidecar == copy + ".reason.json" and copy.endswith(".jsonl.gz")
     doc = json.loads(aws.s3().get_object(Bucket=aws.output_bucket, Key=sidecar)["Body"].read())
     assert doc["file"] == key and doc["reason"]
+
+
+def input_items(aws: AwsEnv) -> list[dict[str, Any]]:
+    """The ledger's items but the table's recorded time zone (written at the first ingest)."""
+    items = aws.dynamodb().scan(TableName=aws.table, ConsistentRead=True)["Items"]
+    return [i for i in items if i["pk"]["S"] != "meta"]
