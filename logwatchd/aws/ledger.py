@@ -343,25 +343,23 @@ class DynamoLedger:
         the table (`record`; the API, which only reads, checks only); refuses another one
         (the same instant would fall on other dates)."""
         key = {"pk": _s(META_PK), "sk": _s("timezone")}
-        try:
-            if not record:
-                got = self.client.get_item(TableName=self.table, Key=key, ConsistentRead=True)
-                if _str(got.get("Item") or {}, "zone") not in (None, zone):
-                    raise self.client.exceptions.ConditionalCheckFailedException(
-                        {"Error": {"Code": "ConditionalCheckFailedException"}}, "GetItem")
+        if record:
+            try:
+                self.client.put_item(TableName=self.table, Item={**key, "zone": _s(zone)},
+                                     ConditionExpression="attribute_not_exists(pk) OR #zone = :zone",
+                                     ExpressionAttributeNames={"#zone": "zone"},
+                                     ExpressionAttributeValues={":zone": _s(zone)})
                 return
-            self.client.put_item(TableName=self.table, Item={**key, "zone": _s(zone)},
-                                 ConditionExpression="attribute_not_exists(pk) OR #zone = :zone",
-                                 ExpressionAttributeNames={"#zone": "zone"},
-                                 ExpressionAttributeValues={":zone": _s(zone)})
-        except self.client.exceptions.ConditionalCheckFailedException:
-            got = self.client.get_item(TableName=self.table, Key=key, ConsistentRead=True)
-            recorded = _str(got.get("Item") or {}, "zone")
+            except self.client.exceptions.ConditionalCheckFailedException:
+                pass  # another zone is recorded: read it for the message
+        got = self.client.get_item(TableName=self.table, Key=key, ConsistentRead=True)
+        recorded = _str(got.get("Item") or {}, "zone")
+        if recorded not in (None, zone):
             raise ZoneMismatch(
                 f"LOGWATCHD_TIMEZONE: {zone!r}, but the ledger table {self.table} and its dataset "
                 f"are in {recorded!r}: dates and counts would mix two zones. Set it back to "
                 f"{recorded!r}, or deploy a new table and output prefixes in {zone!r} and put the "
-                "inputs through again") from None
+                "inputs through again")
 
     def transact(self, actions: list[dict[str, Any]]) -> None:
         """One TransactWriteItems (at most 100 actions)."""
