@@ -5,6 +5,8 @@
     LOGWATCHD_QUARANTINE_URI   s3://bucket/prefix   copies of inputs that are not log data
     LOGWATCHD_LEDGER_TABLE     DynamoDB table name  (its one definition: aws/template.yaml)
     LOGWATCHD_TIMEZONE         IANA zone, default UTC (the daemon's `transform.timezone`)
+    LOGWATCHD_MAX_DECOMPRESSED_BYTES  optional: a gzip object expanding beyond it is
+                               quarantined (the daemon's `ingest.max_decompressed_bytes`)
 
 The standard AWS variables do the rest (region, credentials, `AWS_ENDPOINT_URL`). Read at
 the first invocation, not at import: a missing or bad variable is a `SettingsError` naming
@@ -13,6 +15,7 @@ it, before anything is read or written.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -20,13 +23,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..config import Config, TransformConfig, _timezone
+from ..config import Config, IngestConfig, TransformConfig, _timezone
 
 CLEAN_URI = "LOGWATCHD_CLEAN_URI"
 ERRORS_URI = "LOGWATCHD_ERRORS_URI"
 QUARANTINE_URI = "LOGWATCHD_QUARANTINE_URI"
 LEDGER_TABLE = "LOGWATCHD_LEDGER_TABLE"
 TIMEZONE = "LOGWATCHD_TIMEZONE"
+MAX_DECOMPRESSED = "LOGWATCHD_MAX_DECOMPRESSED_BYTES"
 
 # S3's bucket naming rules (3–63 characters, lower case, digits, dots, hyphens).
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -77,6 +81,7 @@ class Settings:
     quarantine: S3Location
     ledger_table: str
     timezone: str
+    max_decompressed_bytes: int | None = None  # None: the daemon's default
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -104,11 +109,29 @@ class Settings:
                 if a < b and la.bucket == lb.bucket and _overlap(la.prefix, lb.prefix):
                     raise SettingsError(f"{a} and {b} overlap ({la.uri()}, {lb.uri()}); "
                                         "give each its own prefix")
-        return cls(clean, errors, quarantine, table, zone)
+        bound = None
+        raw = env.get(MAX_DECOMPRESSED, "").strip()
+        if raw:
+            lo, hi = _bounds("max_decompressed_bytes")
+            if not raw.isascii() or not raw.isdigit() or not lo <= int(raw) <= hi:
+                raise SettingsError(f"{MAX_DECOMPRESSED}: must be a whole number of bytes in "
+                                    f"[{lo}, {hi}], got {raw[:100]!r}")
+            bound = int(raw)
+        return cls(clean, errors, quarantine, table, zone, bound)
 
     def config(self) -> Config:
         """The daemon's configuration these settings amount to (record rules, compaction, API)."""
-        return Config(transform=TransformConfig(timezone=self.timezone))
+        ingest = IngestConfig()
+        if self.max_decompressed_bytes is not None:
+            ingest = dataclasses.replace(ingest, max_decompressed_bytes=self.max_decompressed_bytes)
+        return Config(ingest=ingest, transform=TransformConfig(timezone=self.timezone))
+
+
+def _bounds(name: str) -> tuple[int, int]:
+    """The [min, max] the daemon's configuration documents for an `ingest` key."""
+    [f] = [f for f in dataclasses.fields(IngestConfig) if f.name == name]
+    lo, hi = f.metadata["range"]
+    return int(lo), int(hi)
 
 
 def s3_filesystem(environ: Mapping[str, str] | None = None, **options: Any) -> Any:

@@ -621,3 +621,23 @@ def input_items(aws: AwsEnv) -> list[dict[str, Any]]:
     """The ledger's items but the table's recorded time zone (written at the first ingest)."""
     items = aws.dynamodb().scan(TableName=aws.table, ConsistentRead=True)["Items"]
     return [i for i in items if i["pk"]["S"] != "meta"]
+
+
+def test_a_gzip_bomb_is_quarantined_past_the_configured_bound(aws: AwsEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LOGWATCHD_MAX_DECOMPRESSED_BYTES is the daemon's `ingest.max_decompressed_bytes`: a
+    small object expanding past it is quarantined (decompressed_too_large) instead of
+    running the function out of time; a malformed value is refused, naming the variable."""
+    from logwatchd.aws.settings import SettingsError
+
+    monkeypatch.setenv("LOGWATCHD_MAX_DECOMPRESSED_BYTES", "bad")
+    with pytest.raises(SettingsError, match="LOGWATCHD_MAX_DECOMPRESSED_BYTES"):
+        lambda_handler(aws.put("bomb.jsonl.gz", gzip.compress(b"\n" * 100)), None)
+    monkeypatch.setenv("LOGWATCHD_MAX_DECOMPRESSED_BYTES", str(1 << 20))
+    bomb = gzip.compress(b"\n" * (4 << 20), 9)
+    assert len(bomb) < 10_000
+    assert lambda_handler(aws.put("bomb.jsonl.gz", bomb), None) == {"processed": 0, "valid": 0, "errors": 0}
+    names = [o["Key"] for o in aws.s3().list_objects_v2(Bucket=aws.output_bucket)["Contents"]]
+    assert names == ["quarantine/bomb.jsonl.gz", "quarantine/bomb.jsonl.gz.reason.json"]
+    doc = json.loads(aws.s3().get_object(Bucket=aws.output_bucket,
+                                         Key="quarantine/bomb.jsonl.gz.reason.json")["Body"].read())
+    assert doc["reason"] == "decompressed_too_large"
