@@ -18,16 +18,18 @@ import select
 import threading
 import traceback
 import zlib
-from collections.abc import Generator, Iterable
+from collections.abc import Container, Generator, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import Cancelled, MalformedFile, TransientIOError
-from .layout import parquet_schema, part_stem
+from .layout import clean_path, parquet_schema, part_stem
 from .procs import context, die_with_parent
 from .reader import Chunk, Lines, LongLine, is_span, own_span_fd, read_span
-from .records import ChunkResult, RecordBatcher, RecordError
-from .writers import PartitionedParquet, WrittenPart
+from .records import ChunkResult, CountTables, RecordBatcher, RecordError
+from .storage import as_store
+from .writers import PartitionedParquet, SpillIndex, WrittenPart, spill_path
 
 if TYPE_CHECKING:  # imported by the processes that build columns, never by the coordinator
     import pyarrow as pa
@@ -63,6 +65,7 @@ class ChunkSink:
                                      spec.max_line_bytes)
         self.parquet = PartitionedParquet(spec.clean, part_stem(spec.stem, part),
                                           parquet_schema(spec.sha256, spec.source_file))
+        self.counts = CountTables()
         self._origin: str | None = None
         self._fd = -1
 
@@ -78,11 +81,12 @@ class ChunkSink:
                     chunk = read_span(fd if fd >= 0 else self._open(chunk.origin), chunk)
                 table, res = self._lines(chunk)
             else:
-                table, res = self.batcher.process_elements(chunk.items, chunk.first)
+                table, res = self.batcher.process_elements(chunk.items, chunk.first, counts=False)
         except RecordError as exc:  # only raised for array elements
             raise MalformedFile("invalid_array", f"an array element is not JSON: {exc}") from None
         if table is not None:
             self.parquet.write_chunk(table)
+            self.counts.add(table)
         return res
 
     def _lines(self, chunk: Lines) -> tuple[pa.Table | None, ChunkResult]:
@@ -108,7 +112,7 @@ class ChunkSink:
             total.merge(res)
             if batch is not None:
                 batches.append(batch)
-        return self.batcher.finish(batches, total)
+        return self.batcher.finish(batches, total, counts=False)
 
     def _open(self, origin: str | None) -> int:
         """This process's own descriptor of the input (a span names it by /proc/PID/fd/N)."""
@@ -127,19 +131,33 @@ class ChunkSink:
             os.close(self._fd)
         self._fd, self._origin = -1, None
 
-    def close(self) -> list[WrittenPart]:
+    def hand_over(self) -> tuple[SpillIndex | None, list[str]]:
         self._close_input()
-        return self.parquet.close()
+        return self.parquet.hand_over()
+
+    def close(self, mine: Container[str] | None = None, others: Sequence[SpillIndex] = ()) -> Finished:
+        self._close_input()
+        return Finished(self.parquet.close(mine, others), self.counts.result())
 
     def abort(self) -> None:
         self._close_input()
         self.parquet.abort()
 
 
+class Finished(list[WrittenPart]):
+    """The last result of a run: the input's Parquet parts, and the rows in them per
+    (date, action) in `counts` (summed once at the end, not per chunk)."""
+
+    def __init__(self, parts: Iterable[WrittenPart] = (),
+                 counts: dict[tuple[str, str], int] | None = None) -> None:
+        super().__init__(parts)
+        self.counts = counts if counts is not None else {}
+
+
 class LocalRunner:
     """Runs every chunk in this process: no start-up cost, for small files."""
 
-    def run(self, spec: JobSpec, chunks: Iterable[Chunk]) -> Generator[ChunkResult | list, None, None]:
+    def run(self, spec: JobSpec, chunks: Iterable[Chunk]) -> Generator[ChunkResult | Finished, None, None]:
         sink = ChunkSink(spec, 0)
         try:
             for chunk in chunks:
@@ -211,9 +229,12 @@ def _worker_main(wid: int, inq: Any, outq: Any, owner: int) -> None:
             elif kind == "chunk":
                 assert sink is not None
                 outq.put((wid, msg[1], "ok", sink.handle(msg[2])))
+            elif kind == "hand_over":
+                assert sink is not None
+                outq.put((wid, -1, "ok", sink.hand_over()))
             elif kind == "end":
                 assert sink is not None
-                outq.put((wid, -1, "ok", sink.close()))
+                outq.put((wid, -1, "ok", sink.close(msg[1], msg[2])))
                 sink = None
             elif kind == "abort":
                 if sink is not None:
@@ -310,7 +331,7 @@ class PoolRunner:
             self.close()
             self._start()
 
-    def run(self, spec: JobSpec, chunks: Iterable[Chunk]) -> Generator[ChunkResult | list, None, None]:
+    def run(self, spec: JobSpec, chunks: Iterable[Chunk]) -> Generator[ChunkResult | Finished, None, None]:
         self.prestart()
         for q in self._inqs:
             q.put(("begin", spec))
@@ -338,18 +359,16 @@ class PoolRunner:
                     continue
                 yield done.pop(next_seq)
                 next_seq += 1
-            parts: list = []
             self._inflight.clear()
-            for q in self._inqs:
-                q.put(("end",))
-            for _ in range(self.n):
-                parts.extend(self._get())
+            yield self._close_all(spec)
             ok = True
-            yield parts
         finally:
             self._inflight.clear()
             if not ok:
-                self._abort(load)
+                self._abort()
+                store = as_store(spec.clean)
+                for wid in range(self.n):  # a worker killed meanwhile left its own
+                    spill_path(store, part_stem(spec.stem, wid)).unlink(missing_ok=True)
 
     def _receive(self, load: list[int], done: dict[int, ChunkResult]) -> None:
         wid, seq, res = self._get_tagged()
@@ -386,7 +405,55 @@ class PoolRunner:
     def _get(self) -> Any:
         return self._get_tagged()[2]
 
-    def _abort(self, load: list[int]) -> None:
+    def _close_all(self, spec: JobSpec) -> Finished:
+        """Ends the input in every worker: each date is written by one of them.
+
+        The workers hand over what they set aside (their spill files) and the dates they
+        have a part open for; each date goes to a worker with its part open, else to the
+        least loaded one (by rows), so that a date spread thin over the input gets one part.
+        """
+        for q in self._inqs:
+            q.put(("hand_over",))
+        handed: dict[int, tuple[SpillIndex | None, list[str]]] = {}
+        while len(handed) < self.n:
+            wid, _seq, payload = self._get_tagged()
+            handed[wid] = payload
+        spills = {wid: spill for wid, (spill, _open) in handed.items() if spill is not None}
+        owner: dict[str, int] = {}
+        for wid in sorted(handed):
+            for day in handed[wid][1]:
+                owner.setdefault(day, wid)
+        rows: dict[str, int] = {}
+        for spill in spills.values():
+            for day, n in spill.rows().items():
+                rows[day] = rows.get(day, 0) + n
+        load = [0] * self.n
+        for day, n in sorted(rows.items(), key=lambda kv: (-kv[1], kv[0])):
+            wid = owner.setdefault(day, load.index(min(load)))
+            load[wid] += n
+        mine: list[set[str]] = [set() for _ in range(self.n)]
+        for day, wid in owner.items():
+            mine[wid].add(day)
+        for wid, q in enumerate(self._inqs):
+            q.put(("end", mine[wid], [s for w, s in spills.items() if w != wid]))
+        done = Finished()
+        try:
+            for _ in range(self.n):
+                part: Finished = self._get()
+                done.extend(part)
+                for key, n in part.counts.items():
+                    done.counts[key] = done.counts.get(key, 0) + n
+        except BaseException:
+            store = as_store(spec.clean)
+            for p in done:  # the parts of the workers that did finish
+                store.remove(clean_path(p.date, p.final.name))
+            raise
+        finally:
+            for spill in spills.values():
+                Path(spill.path).unlink(missing_ok=True)
+        return done
+
+    def _abort(self) -> None:
         """Drops the input in hand: workers delete their staged parts; stale results drained."""
         if not self._alive():
             self.close()

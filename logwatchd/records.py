@@ -310,7 +310,10 @@ class ChunkResult:
         self.errors += other.errors
         self.parsed += other.parsed
         self.error_lines.extend(other.error_lines)
-        for key, n in other.counts.items():
+        self.add_counts(other.counts)
+
+    def add_counts(self, counts: dict[tuple[str, str], int]) -> None:
+        for key, n in counts.items():
             self.counts[key] = self.counts.get(key, 0) + n
 
 
@@ -346,11 +349,12 @@ class RecordBatcher:
         batch, res = self.parse_lines(data, first_line, strip_bom)
         return self.finish([batch] if batch is not None else [], res)
 
-    def process_elements(self, elements: list[bytes], first_index: int) -> tuple[pa.Table | None, ChunkResult]:
+    def process_elements(self, elements: list[bytes], first_index: int,
+                         counts: bool = True) -> tuple[pa.Table | None, ChunkResult]:
         """Array elements (raw JSON text of each), numbered from `first_index`."""
         suspect = any(has_long_digit_run(e) for e in elements)
         batch, res = self._process(elements, first_index, True, suspect)
-        return self.finish([batch] if batch is not None else [], res)
+        return self.finish([batch] if batch is not None else [], res, counts)
 
     def parse_lines(self, data: bytes, first_line: int, strip_bom: bool = False) -> tuple[pa.RecordBatch | None, ChunkResult]:
         """The per-line step only: the valid records' own columns, and the error lines.
@@ -365,14 +369,17 @@ class RecordBatcher:
             lines.pop()
         return self._process(lines, first_line, False, has_long_digit_run(data), b"\r" in data)
 
-    def finish(self, batches: list[pa.RecordBatch], res: ChunkResult) -> tuple[pa.Table | None, ChunkResult]:
-        """The clean table (with its partition column) of parsed blocks, and the counts."""
+    def finish(self, batches: list[pa.RecordBatch], res: ChunkResult,
+               counts: bool = True) -> tuple[pa.Table | None, ChunkResult]:
+        """The clean table (with its partition column) of parsed blocks, and (with `counts`)
+        its rows per (date, action); a caller summing many chunks uses `CountTables`."""
         import pyarrow as pa
 
         if not batches:
             return None, res
         table = self._table(pa.Table.from_batches(batches))
-        res.counts = _counts(table)
+        if counts:
+            res.counts = _counts(table)
         return table, res
 
     def _process(self, items: list[bytes], first: int, array: bool, suspect: bool,
@@ -666,6 +673,37 @@ def _counts(table: pa.Table) -> dict[tuple[str, str], int]:
         for d, a, n in zip(grouped["date"].to_pylist(), grouped["action"].to_pylist(),
                            grouped["count_all"].to_pylist())
     }
+
+
+class CountTables:
+    """Rows per (date, action) over many chunks: grouped per chunk in Arrow, summed once at
+    the end, so that a chunk spanning thousands of dates costs no Python work per group."""
+
+    def __init__(self) -> None:
+        self._tables: list[pa.Table] = []
+        self._small: dict[tuple[str, str], int] = {}
+
+    def add(self, table: pa.Table) -> None:
+        if table.num_rows < 2048:
+            for key, n in _counts(table).items():
+                self._small[key] = self._small.get(key, 0) + n
+        else:
+            self._tables.append(table.group_by(["date", "action"]).aggregate([([], "count_all")]))
+
+    def result(self) -> dict[tuple[str, str], int]:
+        import pyarrow as pa
+
+        out = dict(self._small)
+        if self._tables:
+            grouped = pa.concat_tables(self._tables)
+            column = "count_all"
+            if len(self._tables) > 1:
+                grouped = grouped.group_by(["date", "action"]).aggregate([(column, "sum")])
+                column = "count_all_sum"
+            for d, a, n in zip(grouped["date"].to_pylist(), grouped["action"].to_pylist(),
+                               grouped[column].to_pylist()):
+                out[(d, a)] = out.get((d, a), 0) + n
+        return out
 
 
 def group_by_date(table: pa.Table) -> tuple[pa.Table, list[tuple[str, int, int]]]:

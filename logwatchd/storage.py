@@ -7,6 +7,7 @@
     Store.final(relative)                          where it is once published
     Store.remove(relative)                         drops a closed output never published
     Store.sync()                                   makes the directories created durable
+    Store.scratch(name) -> Path                    a local path for a writer's temporary file
 
 `LocalDir` writes under the staging name (`.NAME.tmp`) and fsyncs on close; the ledger's
 journal renames it to its final name when the outcome commits. `aws.s3.S3Prefix` writes
@@ -44,6 +45,8 @@ class Store(Protocol):
     def remove(self, relative: str) -> None: ...
 
     def sync(self) -> None: ...
+
+    def scratch(self, name: str) -> Path: ...
 
 
 class LocalFile:
@@ -108,7 +111,19 @@ class LocalDir:
                 pass
         self._made.add(directory)
 
+    def scratch(self, name: str) -> Path:
+        """`name` (a hidden staging name: start-up removes one a crash left) in the root."""
+        if self.root not in self._made:
+            ensure_dir(self.root)
+            self._made.add(self.root)
+        return self.root / name
+
     def sync(self) -> None:
         if self._new_dirs:
             fsync_dir(self.root)
             self._new_dirs = False
+
+
+def as_store(clean: Path | Store) -> Store:
+    """A store as given, or the local directory at a path."""
+    return LocalDir(clean) if isinstance(clean, Path) else clean

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from .errors import MalformedFile, TransientIOError
 from .layout import clean_path
-from .parallel import JobSpec
+from .parallel import Finished, JobSpec
 from .reader import Chunk, HashingReader
 from .records import ChunkResult
 from .storage import Store
@@ -23,7 +23,7 @@ from .writers import JsonlOutput, WrittenPart
 
 
 class Runner(Protocol):
-    def run(self, spec: JobSpec, chunks: Iterable[Chunk]) -> Generator[ChunkResult | list, None, None]: ...
+    def run(self, spec: JobSpec, chunks: Iterable[Chunk]) -> Generator[ChunkResult | Finished, None, None]: ...
 
 
 @dataclass
@@ -58,8 +58,9 @@ def transform(runner: Runner, spec: JobSpec, src: HashingReader, chunks: Iterabl
     try:
         for res in results:
             step()
-            if isinstance(res, list):
+            if isinstance(res, Finished):
                 out.parts = res
+                total.add_counts(res.counts)
                 continue
             if res.error_lines:
                 if out.errors is None:

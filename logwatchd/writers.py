@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Container, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import chain
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .layout import (
     DICTIONARY_COLUMNS,
     PARQUET_COMPRESSION,
+    PARTITION_KEY,
     clean_path,
     is_staging_name,
     part_name,
 )
-from .records import group_by_date
-from .storage import LocalDir, OutputFile, Store
+from .storage import OutputFile, Store, as_store
 
 if TYPE_CHECKING:  # imported where Parquet is written: a coordinating process never needs it
     import pyarrow as pa
@@ -69,12 +71,36 @@ class WrittenPart(NamedTuple):
 # A row group of this many rows is written as soon as one date has buffered it: DuckDB's
 # own row-group size, and the most a date's buffer holds.
 ROW_GROUP_ROWS = 122_880
-# Rows buffered per process across all dates, in Arrow bytes, before every buffer is
-# written out as one row group per date: bounds memory whatever the number of dates.
+# Rows buffered per process across all dates, in Arrow bytes. When they reach this, dates
+# holding at least DIRECT_ROWS rows are written out as a row group of their part, and the
+# others are set aside in the spill file: bounds memory whatever the number of dates.
 BUFFER_BYTES = 32 << 20
+DIRECT_ROWS = 16_384
+# Rows per record batch of a spill file: while its dates are written, one batch of each
+# spill (each time the buffer was set aside) is held, well under a MB.
+SPILL_BATCH_ROWS = 2_048
 # Open Parquet writers per process: each holds a descriptor and ~45 KB; at most this many,
 # and never more than a quarter of the soft RLIMIT_NOFILE.
 MAX_OPEN_WRITERS = 512
+# Finished parts are made durable (fsync) by this many threads beside the encoding: fsync
+# waits on the disk, not on the GIL, and concurrent ones share the filesystem's commits.
+SYNC_THREADS = 4
+
+
+def spill_path(store: Store, file_stem: str) -> Path:
+    """Where the writer of `file_stem` sets rows aside (a hidden staging name)."""
+    return store.scratch(f".{file_stem}.spill.tmp")
+
+
+_SYNC_POOL: ThreadPoolExecutor | None = None
+
+
+def _sync_pool() -> ThreadPoolExecutor:
+    """This process's threads that close finished parts (created on first use)."""
+    global _SYNC_POOL
+    if _SYNC_POOL is None:
+        _SYNC_POOL = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="logwatchd-sync")
+    return _SYNC_POOL
 
 
 def raise_nofile_limit() -> int:
@@ -97,20 +123,145 @@ def writer_cap() -> int:
     return max(4, min(MAX_OPEN_WRITERS, raise_nofile_limit() // 4))
 
 
+class SpillIndex(NamedTuple):
+    """A finished spill file: where it is, its record batches (offset, length), and per date
+    its rows in them (spill, batch, start, rows). Picklable: a worker hands it to the worker
+    that writes those dates (`PartitionedParquet.close`)."""
+
+    path: str
+    batches: list[tuple[int, int]]
+    dates: dict[str, list[tuple[int, int, int, int]]]
+
+    def rows(self) -> dict[str, int]:
+        return {day: sum(e[3] for e in entries) for day, entries in self.dates.items()}
+
+
+class SpillFile:
+    """Rows set aside during an input, in an Arrow IPC stream of date-sorted record batches.
+
+    Read back one date at a time at the end, so that each date is written once, whatever
+    the number of dates and however the input orders them. Locally it lives in the
+    dataset's root under a hidden staging name (start-up removes one a crash left);
+    elsewhere in the temporary directory.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        import pyarrow as pa
+
+        self.path = path
+        self.batches: list[tuple[int, int]] = []
+        self.dates: dict[str, list[tuple[int, int, int, int]]] = {}
+        self.spills = 0
+        self._sink = pa.OSFile(str(path), "wb")
+        try:
+            self._writer = pa.ipc.new_stream(self._sink, schema)
+            # The schema message goes out with the first batch: an empty one, never read.
+            self._writer.write_batch(pa.RecordBatch.from_pylist([], schema=schema))
+        except BaseException:
+            self.discard()
+            raise
+        self._done = False
+
+    def add(self, run: SortedRows) -> None:
+        """Appends date-sorted rows, in batches of SPILL_BATCH_ROWS rows (the last one fewer)."""
+        first = len(self.batches)
+        spill = self.spills
+        self.spills += 1
+        for batch in run.table.combine_chunks().to_batches(max_chunksize=SPILL_BATCH_ROWS):
+            offset = self._sink.tell()
+            self._writer.write_batch(batch)
+            self.batches.append((offset, self._sink.tell() - offset))
+        for day, start, n in run.ranges:
+            entries = self.dates.setdefault(day, [])
+            while n:  # a date's rows may straddle batches
+                b, at = divmod(start, SPILL_BATCH_ROWS)
+                k = min(n, SPILL_BATCH_ROWS - at)
+                entries.append((spill, first + b, at, k))
+                start += k
+                n -= k
+
+    def finish(self) -> SpillIndex:
+        """Closes the file for reading (`SpillReader`); it stays until `discard`."""
+        if not self._done:
+            self._done = True
+            self._writer.close()
+            self._sink.close()
+        return SpillIndex(str(self.path), self.batches, self.dates)
+
+    def discard(self) -> None:
+        try:
+            self._sink.close()
+        except OSError:
+            pass  # flushing fails again on a full disk: the file goes anyway
+        self.path.unlink(missing_ok=True)
+
+
+class SpillReader:
+    """Reads one date's rows of a finished spill file (this process's or another's). Dates
+    are read in increasing order, so one batch of each spill at a time is held."""
+
+    def __init__(self, spill: SpillIndex, schema: pa.Schema) -> None:
+        self.dates = spill.dates
+        self.spill = spill
+        self.schema = schema
+        self._file: Any = None
+        self._held: dict[int, tuple[int, Any]] = {}  # spill -> (batch, its rows)
+
+    def read(self, day: str) -> Iterator[pa.RecordBatch]:
+        import pyarrow as pa
+
+        for spill, b, start, n in self.dates.get(day, ()):
+            held = self._held.get(spill)
+            if held is None or held[0] != b:
+                if self._file is None:
+                    self._file = pa.OSFile(self.spill.path, "rb")
+                offset, length = self.spill.batches[b]
+                message = pa.ipc.read_message(self._file.read_at(length, offset))
+                held = self._held[spill] = (b, pa.ipc.read_record_batch(message, self.schema))
+            yield held[1].slice(start, n)
+
+    def close(self) -> None:
+        self._held = {}
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class SortedRows:
+    """Rows in date order (cast to the part schema), with (date, start, rows) of each date."""
+
+    def __init__(self, table: pa.Table, ranges: list[tuple[str, int, int]]) -> None:
+        self.table = table
+        self.ranges = ranges
+        self.dates = {day: (start, n) for day, start, n in ranges}
+
+    def read(self, day: str) -> Iterator[pa.RecordBatch]:
+        if day in self.dates:
+            start, n = self.dates[day]
+            yield from self.table.slice(start, n).to_batches()
+
+
 class PartitionedParquet:
     """Parquet parts per event date for one input: memory and open files bounded.
 
-    Rows are buffered per date and written in large row groups: a date's buffer once it
-    holds `ROW_GROUP_ROWS` rows, every buffer once all of them hold `buffer_bytes`. At most
-    `max_open` writers are open; the least recently used one is closed (its file is then
-    final) and that date's next rows go to a new part. Names are deterministic for a given
-    input and worker (`layout.part_name`): `<stem>.parquet`, then `<stem>-1.parquet`, ...
-    so that a retry after a crash overwrites the same names.
+    Chunks' rows are buffered as they come, with a count per date. A date is written as a
+    row group of its part as soon as it holds `ROW_GROUP_ROWS` rows. When the buffer holds
+    `buffer_bytes`, its rows are sorted by date in one pass: the dates with at least
+    `DIRECT_ROWS` rows are written the same way, the others are set aside in a spill file
+    (`SpillFile`). At close, each date's rows set aside and still buffered are written,
+    one date at a time, to its part. So an input spanning thousands of dates gives one
+    part per date with real row groups and one writer open at a time for the small dates;
+    busy dates keep a writer open, at most `max_open` of them (the least recently used one
+    is closed, and the date's next rows go to a new part).
+
+    Names are deterministic for a given input and worker (`layout.part_name`):
+    `<stem>.parquet`, then `<stem>-1.parquet`, ... so that a retry after a crash overwrites
+    the same names.
     """
 
     def __init__(self, clean: Path | Store, file_stem: str, schema: pa.Schema,
                  buffer_bytes: int = BUFFER_BYTES, max_open: int | None = None) -> None:
-        self.store: Store = LocalDir(clean) if isinstance(clean, Path) else clean
+        self.store: Store = as_store(clean)
         self.file_stem = file_stem
         self.schema = schema
         self.buffer_bytes = buffer_bytes
@@ -119,24 +270,28 @@ class PartitionedParquet:
         self._open: OrderedDict[str, tuple[pq.ParquetWriter, OutputFile, str]] = OrderedDict()
         self._rows: dict[str, int] = {}        # rows per part (open or closed)
         self._closed: list[WrittenPart] = []   # durable
+        self._closing: list[tuple[Future[int], str, str]] = []  # (output closing, date, relative)
         self._files: list[OutputFile] = []     # every part opened (abort drops them)
         self._parts: dict[str, int] = {}       # date -> parts opened so far
-        # Buffered rows: the sorted tables of chunks (`group_by_date`) and, per date, its
-        # ranges in them. A table is held until the last of its ranges is written; ranges,
-        # not slices, because a slice costs ~2 KB of objects and a chunk spanning thousands of
-        # dates would hold thousands of them.
-        self._tables: dict[int, list[Any]] = {}      # id -> [table, ranges left, bytes]
-        self._buffers: dict[str, list[tuple[int, int, int]]] = {}  # date -> [(id, start, rows)]
+        self._spill: SpillFile | None = None
+        self._handed = False                   # the spill file was handed over (`hand_over`)
+        # Buffered rows: chunks' tables as they came (with their `date` column), each with
+        # its dates, and the rows buffered per date.
+        self._held: list[tuple[pa.Table, set[str]]] = []
         self._buffered_rows: dict[str, int] = {}
-        self._held = 0                                # bytes of the tables held
-        self._next_id = 0
+        self._held_bytes = 0
 
     @property
     def rows(self) -> dict[str, int]:
-        """Rows written or buffered per date."""
+        """Rows written, set aside or buffered per date."""
         out = dict(self._buffered_rows)
-        for day, n in [(p.date, p.rows) for p in self._closed] + \
-                [(d, self._rows[r]) for d, (_w, _o, r) in self._open.items()]:
+        if self._spill is not None:
+            for day, entries in self._spill.dates.items():
+                out[day] = out.get(day, 0) + sum(e[3] for e in entries)
+        written = [(p.date, p.rows) for p in self._closed]
+        written += [(day, self._rows[rel]) for _f, day, rel in self._closing]
+        written += [(d, self._rows[r]) for d, (_w, _o, r) in self._open.items()]
+        for day, n in written:
             out[day] = out.get(day, 0) + n
         return out
 
@@ -145,54 +300,114 @@ class PartitionedParquet:
 
     def write_chunk(self, table: pa.Table) -> None:
         """Buffers a chunk's rows (with their `date` column); writes what is due."""
-        ordered, ranges = group_by_date(table)
-        self.write_ranges(ordered, ranges)
+        import pyarrow.compute as pc
+
+        if not table.num_rows:
+            return
+        counts = pc.value_counts(table[PARTITION_KEY]).to_pylist()
+        self._held.append((table, {c["values"] for c in counts}))
+        self._held_bytes += table.nbytes
+        due = []
+        for c in counts:
+            day = c["values"]
+            n = self._buffered_rows[day] = self._buffered_rows.get(day, 0) + c["counts"]
+            if n >= ROW_GROUP_ROWS:
+                due.append(day)
+        for day in due:
+            self._write_rows(day, self._take(day))
+        if self._held_bytes >= self.buffer_bytes:
+            self._relieve()
 
     def write(self, day: str, table: pa.Table) -> None:
-        """Buffers one date's rows."""
-        self.write_ranges(table, [(day, 0, table.num_rows)])
-
-    def write_ranges(self, table: pa.Table, ranges: list[tuple[str, int, int]]) -> None:
-        """Buffers the rows of `table` that `ranges` (date, start, rows) give to each date."""
-        ranges = [r for r in ranges if r[2] > 0]
-        if not ranges:
-            return
-        tid = self._next_id
-        self._next_id += 1
-        self._tables[tid] = [table, len(ranges), table.nbytes]
-        self._held += table.nbytes
-        for day, start, n in ranges:
-            self._buffers.setdefault(day, []).append((tid, start, n))
-            self._buffered_rows[day] = self._buffered_rows.get(day, 0) + n
-        for day in [d for d, n in self._buffered_rows.items() if n >= ROW_GROUP_ROWS]:
-            self._flush(day)
-        if self._held >= self.buffer_bytes:
-            self.flush()
-
-    def flush(self) -> None:
-        """Writes every buffered date as one row group: dates with an open writer first."""
-        days = [d for d in self._open if d in self._buffers]
-        days += sorted(d for d in self._buffers if d not in self._open)
-        for day in days:
-            self._flush(day)
-
-    def _flush(self, day: str) -> None:
+        """Buffers one date's rows (without a `date` column)."""
         import pyarrow as pa
 
-        ranges = self._buffers.pop(day)
-        n = self._buffered_rows.pop(day)
-        writer, _out, rel = self._writer(day)
-        parts = [self._tables[tid][0].slice(start, rows) for tid, start, rows in ranges]
+        self.write_chunk(table.append_column(PARTITION_KEY, pa.repeat(pa.scalar(day), table.num_rows)))
+
+    def _take(self, day: str) -> pa.Table:
+        """One date's buffered rows, cast to the schema; taken out of the buffer."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        parts, kept = [], []
+        for table, days in self._held:
+            if day not in days:
+                kept.append((table, days))
+                continue
+            self._held_bytes -= table.nbytes
+            if len(days) == 1:
+                parts.append(table)
+                continue
+            mask = pc.equal(table[PARTITION_KEY], day)
+            parts.append(table.filter(mask))
+            rest = table.filter(pc.invert(mask))
+            kept.append((rest, days - {day}))
+            self._held_bytes += rest.nbytes
+        self._held = kept
+        self._buffered_rows.pop(day)
         table = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
-        writer.write_table(table.cast(self.schema), row_group_size=n)
-        self._rows[rel] += n
-        del parts, table
-        for tid, _start, _rows in ranges:
-            entry = self._tables[tid]
-            entry[1] -= 1
-            if entry[1] == 0:
-                self._held -= entry[2]
-                del self._tables[tid]
+        return table.drop_columns([PARTITION_KEY]).cast(self.schema)
+
+    def _sorted(self) -> SortedRows | None:
+        """Every buffered row in date order, the buffer emptied."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not self._held:
+            return None
+        table = pa.concat_tables([t for t, _days in self._held])
+        self._held, self._held_bytes = [], 0
+        if len(self._buffered_rows) > 1:
+            table = table.take(pc.sort_indices(table, sort_keys=[(PARTITION_KEY, "ascending")]))
+        ranges, start = [], 0
+        for c in pc.value_counts(table[PARTITION_KEY]).to_pylist():  # in order of appearance
+            ranges.append((c["values"], start, c["counts"]))
+            start += c["counts"]
+        self._buffered_rows = {}
+        return SortedRows(table.drop_columns([PARTITION_KEY]).cast(self.schema), ranges)
+
+    def _relieve(self) -> None:
+        """Empties the buffer: busy dates written as row groups, the others set aside."""
+        run = self._sorted()
+        if run is None:
+            return
+        quiet: list[tuple[str, int, int]] = []
+        busy: list[tuple[str, int, int]] = []
+        for r in run.ranges:
+            (busy if r[2] >= DIRECT_ROWS else quiet).append(r)
+        for day, start, n in busy:
+            self._write_rows(day, run.table.slice(start, n))
+        if not quiet:
+            return
+        if busy:  # the quiet dates' rows, still in date order
+            import pyarrow as pa
+
+            pieces, ranges, at = [], [], 0
+            for day, start, n in quiet:
+                pieces.append(run.table.slice(start, n))
+                ranges.append((day, at, n))
+                at += n
+            run = SortedRows(pa.concat_tables(pieces), ranges)
+        if self._spill is None:
+            self._spill = SpillFile(spill_path(self.store, self.file_stem), self.schema)
+        self._spill.add(run)
+
+    def hand_over(self) -> tuple[SpillIndex | None, list[str]]:
+        """Ends the input's rows here: what is buffered is written or set aside, the spill
+        file finished. Returns it (for whichever process writes its dates, see `close`)
+        and the dates with an open part here.
+
+        The spill file then belongs to the caller: `close` leaves it, `abort` removes it.
+        """
+        self._relieve()
+        self._handed = True
+        spill = self._spill.finish() if self._spill is not None else None
+        return spill, sorted(self._open)
+
+    def _write_rows(self, day: str, table: pa.Table) -> None:
+        writer, _out, rel = self._writer(day)
+        writer.write_table(table, row_group_size=max(1, table.num_rows))
+        self._rows[rel] += table.num_rows
 
     def _writer(self, day: str) -> tuple[pq.ParquetWriter, OutputFile, str]:
         import pyarrow.parquet as pq
@@ -221,37 +436,102 @@ class PartitionedParquet:
         return entry
 
     def _finish(self, day: str, entry: tuple[pq.ParquetWriter, OutputFile, str]) -> None:
-        """Closes one part: its footer written, its data durable; it is final from now on."""
+        """Closes one part: its footer written here, its data made durable by a sync thread;
+        it is final from now on."""
         writer, out, rel = entry
         try:
             writer.close()
         except BaseException:
             out.abort()
             raise
-        size = out.close()
-        self._closed.append(WrittenPart(day, self.store.final(rel), self._rows[rel], size))
+        self._closing.append((_sync_pool().submit(out.close), day, rel))
+        if len(self._closing) >= 4 * SYNC_THREADS:
+            self._collect(block=False)
 
-    def close(self) -> list[WrittenPart]:
-        """Writes what is buffered, closes every part and makes it durable."""
-        self.flush()
-        while self._open:
-            self._finish(*self._open.popitem(last=False))
+    def _collect(self, block: bool = True) -> None:
+        """Parts whose sync is done join the closed ones (all of them when `block`);
+        the first failure is raised."""
+        pending = []
+        for future, day, rel in self._closing:
+            if block or future.done():
+                self._closed.append(WrittenPart(day, self.store.final(rel), self._rows[rel], future.result()))
+            else:
+                pending.append((future, day, rel))
+        self._closing = pending
+
+    def close(self, mine: Container[str] | None = None,
+              others: Sequence[SpillIndex] = ()) -> list[WrittenPart]:
+        """Writes every date's rows set aside and buffered, closes every part and makes it durable.
+
+        After `hand_over`, the processes of one input share the dates out: this one writes
+        the dates in `mine` from its own spill file and the `others`, and closes its open
+        parts of the rest as they are.
+        """
+        spill = self._spill
+        readers: list[SpillReader | SortedRows] = [SpillReader(s, self.schema) for s in others]
+        if spill is not None:
+            readers.insert(0, SpillReader(spill.finish(), self.schema))
+        left = self._sorted()
+        if left is not None:
+            readers.append(left)
+        try:
+            days: set[str] = set()
+            for r in readers:
+                days.update(r.dates)
+            if mine is not None:
+                days = {d for d in days if d in mine}
+            for day in sorted(days | set(self._open)):
+                if day in days:
+                    self._write_batches(day, chain.from_iterable(r.read(day) for r in readers))
+                entry = self._open.pop(day, None)
+                if entry is not None:
+                    self._finish(day, entry)
+        finally:
+            for r in readers:
+                if isinstance(r, SpillReader):
+                    r.close()
+        if spill is not None and not self._handed:
+            spill.discard()
+        self._spill = None
+        self._collect()
         self.store.sync()
         out, self._closed, self._files = self._closed, [], []
         return out
 
+    def _write_batches(self, day: str, batches: Iterable[pa.RecordBatch]) -> None:
+        """One date's batches, written in row groups of about `ROW_GROUP_ROWS` rows."""
+        import pyarrow as pa
+
+        pending: list[pa.RecordBatch] = []
+        rows = 0
+        for batch in batches:
+            pending.append(batch)
+            rows += batch.num_rows
+            if rows >= ROW_GROUP_ROWS:
+                self._write_rows(day, pa.Table.from_batches(pending, schema=self.schema))
+                pending, rows = [], 0
+        if rows:
+            self._write_rows(day, pa.Table.from_batches(pending, schema=self.schema))
+
     def abort(self) -> None:
         """Drops every part of this input, open or closed."""
-        self._buffers.clear()
+        self._held, self._held_bytes = [], 0
         self._buffered_rows.clear()
-        self._tables.clear()
-        self._held = 0
+        if self._spill is not None:
+            self._spill.discard()
+            self._spill = None
         for writer, _out, _rel in self._open.values():
             try:
                 writer.close()
             except Exception:  # noqa: BLE001, S110 - best effort: the part is dropped anyway
                 pass
         self._open.clear()
+        for future, _day, _rel in self._closing:
+            try:
+                future.result()
+            except Exception:  # noqa: BLE001, S110 - dropped below either way
+                pass
+        self._closing = []
         for out in self._files:
             out.abort()
         self._files, self._closed = [], []

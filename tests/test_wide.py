@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import Env
 
+from logwatchd import writers
 from logwatchd.layout import clean_schema
 from logwatchd.writers import PartitionedParquet
 
@@ -143,37 +144,87 @@ def test_wide_outputs_compact(env: Env, tmp_path: Path) -> None:
     assert env.cli("verify").returncode == 0
 
 
-def test_writer_bounded_open_files_and_part_names(tmp_path: Path) -> None:
-    """With two open writers and a tiny buffer, dates go to numbered parts; every row is written once; abort removes all."""
+def _day_table(schema: pa.Schema, day: str, first: int, rows: int = 40) -> pa.Table:
+    return pa.table({
+        "timestamp": [f"{day} 00:00:00"] * rows,
+        "ts": pa.array([0] * rows, pa.timestamp("us", tz="UTC")),
+        "day_of_week": ["Monday"] * rows, "user_id": ["u"] * rows, "action": ["a"] * rows,
+        "attributes": [None] * rows, "source_file": ["f"] * rows,
+        "source_line": list(range(first, first + rows)),
+        "date": [day] * rows}, schema=schema.append(pa.field("date", pa.string())))
+
+
+def _staged_rows(parts: list) -> dict[str, list[int]]:
+    """source_line per date of closed parts, read from their staged files (sizes and counts checked)."""
+    got: dict[str, list[int]] = {}
+    for day, final, n, size in parts:
+        staged = final.with_name(f".{final.name}.tmp")
+        assert staged.stat().st_size == size and pq.ParquetFile(staged).metadata.num_rows == n
+        got.setdefault(day, []).extend(pq.read_table(staged)["source_line"].to_pylist())
+    return got
+
+
+def test_writer_sets_quiet_dates_aside_and_writes_each_once(tmp_path: Path) -> None:
+    """A buffer that spills at every chunk: each date still gets one part, every row once and
+    in line order; no spill file stays; abort removes everything."""
     schema = clean_schema()
-    rows = 40
-
-    def table(day: str, first: int) -> pa.Table:
-        return pa.table({
-            "timestamp": [f"{day} 00:00:00"] * rows,
-            "ts": pa.array([0] * rows, pa.timestamp("us", tz="UTC")),
-            "day_of_week": ["Monday"] * rows, "user_id": ["u"] * rows, "action": ["a"] * rows,
-            "attributes": [None] * rows, "source_file": ["f"] * rows,
-            "source_line": list(range(first, first + rows)),
-            "date": [day] * rows}, schema=schema.append(pa.field("date", pa.string())))
-
     days = [f"2024-01-0{d}" for d in range(1, 6)]
     w = PartitionedParquet(tmp_path / "clean", "stem-0", schema, buffer_bytes=1, max_open=2)
     for rnd in range(3):
-        w.write_chunk(pa.concat_tables([table(d, 1000 * rnd + 100 * i) for i, d in enumerate(days)]))
+        w.write_chunk(pa.concat_tables([_day_table(schema, d, 1000 * rnd + 100 * i) for i, d in enumerate(days)]))
         assert len(w._open) <= 2
+        assert list((tmp_path / "clean").glob(".*.spill.tmp")), "rows set aside in a spill file"
+    assert sum(w.rows.values()) == 3 * 5 * 40
     parts = w.close()
-    names = {p.name for _d, p, _r, _b in parts}
-    assert "stem-0.parquet" in names and "stem-0-1.parquet" in names
-    assert sum(r for _d, _p, r, _b in parts) == 3 * 5 * rows
-    got = []
-    for _day, final, n, size in parts:
-        staged = final.with_name(f".{final.name}.tmp")
-        assert staged.stat().st_size == size and pq.ParquetFile(staged).metadata.num_rows == n
-        got += pq.read_table(staged)["source_line"].to_pylist()
-    assert sorted(got) == sorted(1000 * r + 100 * i + k for r in range(3) for i in range(5) for k in range(rows))
+    assert sorted(p.date for p in parts) == days and {p.final.name for p in parts} == {"stem-0.parquet"}
+    got = _staged_rows(parts)
+    for i, day in enumerate(days):
+        assert got[day] == [1000 * r + 100 * i + k for r in range(3) for k in range(40)]
+    assert not list((tmp_path / "clean").glob(".*.spill.tmp"))
 
     w = PartitionedParquet(tmp_path / "clean2", "stem-1", schema, buffer_bytes=1, max_open=2)
-    w.write_chunk(pa.concat_tables([table(d, 0) for d in days]))
+    w.write_chunk(pa.concat_tables([_day_table(schema, d, 0) for d in days]))
+    w.write_chunk(pa.concat_tables([_day_table(schema, d, 100) for d in days]))
     w.abort()
     assert not [p for p in (tmp_path / "clean2").rglob("*") if p.is_file()]
+
+
+def test_writer_busy_dates_bounded_open_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Busy dates are written as they come, at most `max_open` parts open: a date whose
+    writer was closed continues in a numbered part; every row once."""
+    monkeypatch.setattr(writers, "DIRECT_ROWS", 10)
+    schema = clean_schema()
+    days = [f"2024-01-0{d}" for d in range(1, 6)]
+    w = PartitionedParquet(tmp_path / "clean", "stem-0", schema, buffer_bytes=1, max_open=2)
+    for rnd in range(3):
+        w.write_chunk(pa.concat_tables([_day_table(schema, d, 1000 * rnd + 100 * i) for i, d in enumerate(days)]))
+        assert len(w._open) <= 2
+    parts = w.close()
+    names = {p.final.name for p in parts}
+    assert "stem-0.parquet" in names and "stem-0-1.parquet" in names
+    got = _staged_rows(parts)
+    for i, day in enumerate(days):
+        assert sorted(got[day]) == [1000 * r + 100 * i + k for r in range(3) for k in range(40)]
+
+
+def test_workers_share_dates_out_one_part_per_date(tmp_path: Path) -> None:
+    """Two writers of one input hand over what they set aside; each date is written by one of
+    them (reading the other's spill file), so a date spread over both gets one part."""
+    schema = clean_schema()
+    days = [f"2024-02-{d:02d}" for d in range(1, 21)]
+    a = PartitionedParquet(tmp_path / "clean", "s-0", schema, buffer_bytes=1)
+    b = PartitionedParquet(tmp_path / "clean", "s-1", schema, buffer_bytes=1)
+    for k, d in enumerate(days):
+        a.write_chunk(_day_table(schema, d, 10_000 + 100 * k, rows=30))
+        b.write_chunk(_day_table(schema, d, 20_000 + 100 * k, rows=30))
+    spill_a, open_a = a.hand_over()
+    spill_b, open_b = b.hand_over()
+    assert spill_a is not None and spill_b is not None and not open_a and not open_b
+    mine_a = set(days[::2])
+    parts = a.close(mine_a, [spill_b]) + b.close(set(days) - mine_a, [spill_a])
+    assert Path(spill_a.path).exists() and Path(spill_b.path).exists()  # the caller removes them
+    assert sorted(p.date for p in parts) == days
+    got = _staged_rows(parts)
+    for k, d in enumerate(days):
+        assert sorted(got[d]) == sorted([10_000 + 100 * k + i for i in range(30)] +
+                                        [20_000 + 100 * k + i for i in range(30)])

@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import FileVanished, TransientIOError
@@ -86,6 +88,10 @@ class S3Prefix:
 
     def sync(self) -> None:
         pass  # S3 has no directories
+
+    def scratch(self, name: str) -> Path:
+        """`name` in the temporary directory (/tmp on Lambda), made unique to this process."""
+        return Path(tempfile.gettempdir()) / f"{name}.{os.getpid()}"
 
 
 @dataclass(frozen=True)
