@@ -90,8 +90,11 @@ class S3Prefix:
         pass  # S3 has no directories
 
     def scratch(self, name: str) -> Path:
-        """`name` in the temporary directory (/tmp on Lambda), made unique to this process."""
-        return Path(tempfile.gettempdir()) / f"{name}.{os.getpid()}"
+        """A new file named after `name` in the temporary directory (/tmp on Lambda), unique
+        to its caller (invocations may share a process)."""
+        fd, path = tempfile.mkstemp(prefix=name + ".")
+        os.close(fd)
+        return Path(path)
 
 
 @dataclass(frozen=True)
