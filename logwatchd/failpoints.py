@@ -1,9 +1,10 @@
 """Named failpoints at every step of a commit, for tests that crash the process there.
 
 Off unless `LOGWATCHD_FAILPOINTS` names them when the process starts: a comma-separated
-list of `NAME` or `NAME=ACTION`, ACTION being `kill` (SIGKILL this process, the default)
-or `raise` (a RuntimeError, as a bug would). `NAME` may end with `*`. Unset, a failpoint
-costs one dictionary lookup.
+list of `NAME` or `NAME=ACTION`, ACTION being `kill` (SIGKILL this process, the default),
+`raise` (a RuntimeError, as a bug would) or `sleep` (0.05 s, each time: slows the step
+down, so that a test can stop the process in the middle of it). `NAME` may end with `*`.
+Unset, a failpoint costs one dictionary lookup.
 
 The names (`tests/test_failpoints.py` kills the process at each in turn):
 
@@ -16,6 +17,7 @@ The names (`tests/test_failpoints.py` kills the process at each in turn):
     compact.staged        merged files written and fsynced, catalog unchanged
     compact.committed     catalog swapped and journal committed, no file moved
     compact.moved-first / compact.moved-more / compact.moved / compact.synced   as above
+    parquet.part_closed   one Parquet part of an input closed (staged, not yet fsynced)
     aws.claimed           the ingest Lambda: an object's content claimed, nothing written
     aws.outputs_written   its outputs in S3 (or its quarantine copy), the ledger not completed
 """
@@ -25,8 +27,10 @@ from __future__ import annotations
 import fnmatch
 import os
 import signal
+import time
 
 ENV = "LOGWATCHD_FAILPOINTS"
+SLEEP_S = 0.05
 
 
 def _parse(spec: str) -> dict[str, str]:
@@ -51,4 +55,7 @@ def failpoint(name: str) -> None:
             return
     if action == "raise":
         raise RuntimeError(f"failpoint {name}")
+    if action == "sleep":
+        time.sleep(SLEEP_S)
+        return
     os.kill(os.getpid(), signal.SIGKILL)

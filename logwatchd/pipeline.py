@@ -121,6 +121,8 @@ class Pipeline:
                 self.set_aside(path, self.config.paths.quarantine, "refused", exc.reason, exc.detail)
             return FileOutcome(name, "refused", reason=exc.reason, detail=exc.detail)
         now = self.clock()
+        if self.pool is not None and self._large(st):
+            self.pool.prestart()  # the workers start while the input is hashed
         with fh:
             sha = sha256_stream(fh, self.progress)
             fh.seek(0)
@@ -165,8 +167,7 @@ class Pipeline:
         cfg = self.config
         spec = JobSpec(sha, stem, name, LocalDir(cfg.paths.clean), cfg.transform.timezone,
                        utc_iso(now), cfg.ingest.max_line_bytes)
-        large = st.st_size > 2 * cfg.ingest.chunk_bytes
-        runner = self.pool if (large and self.pool is not None) else self.local
+        runner = self.pool if (self.pool is not None and self._large(st)) else self.local
         src = HashingReader(fh)
         chunks = iter_chunks(src, path.name, cfg.ingest.chunk_bytes, cfg.ingest.max_line_bytes,
                              max_decompressed=cfg.ingest.max_decompressed_bytes,
@@ -193,6 +194,10 @@ class Pipeline:
             outputs.append(Output(final, staged_name(final), "errors", day, done.errors.lines,
                                   done.errors.size))
         return done.result, outputs
+
+    def _large(self, st: os.stat_result) -> bool:
+        """Whether the input goes to the worker processes (else it is processed here)."""
+        return st.st_size > 2 * self.config.ingest.chunk_bytes
 
     def _day(self, now: datetime) -> str:
         return now.astimezone(self.zone).date().isoformat()

@@ -7,7 +7,6 @@ The raw bytes are hashed as they are read, so the SHA-256 costs no second pass.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import re
@@ -17,6 +16,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+from isal import igzip, isal_zlib
 
 from .errors import FileVanished, MalformedFile, RefusedFile, TransientIOError
 
@@ -125,6 +126,12 @@ class HashingReader:
         self.bytes_read += len(data)
         return data
 
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        """`read` into a buffer (how the gzip reader pulls the compressed bytes)."""
+        data = self.read(len(buffer))
+        memoryview(buffer)[:len(data)] = data
+        return len(data)
+
     def peek(self, n: int) -> bytes:
         while len(self._pushback) < n:
             data = self.raw.read(READ_BYTES) or b""
@@ -145,6 +152,11 @@ class HashingReader:
         return self.sha.hexdigest()
 
 
+# What a corrupt or truncated gzip stream raises (isal's stub types `error` as an instance).
+_GZIP_ERRORS: tuple[type[Exception], ...] = (igzip.BadGzipFile, isal_zlib.error,  # type: ignore[assignment]
+                                             zlib.error, EOFError)
+
+
 class _Decoded:
     """The decompressed content stream; gzip and stream errors become MalformedFile.
 
@@ -156,7 +168,8 @@ class _Decoded:
     def __init__(self, src: HashingReader, gz: bool, limit: int | None = None,
                  progress: Callable[[], None] | None = None) -> None:
         self.src = src
-        self.gz = gzip.GzipFile(fileobj=src, mode="rb") if gz else None  # type: ignore[call-overload]
+        # ISA-L's inflate (python-isal): the same gzip format, ~3x zlib's speed.
+        self.gz = igzip.GzipFile(fileobj=src, mode="rb") if gz else None
         self.limit = limit
         self.progress = progress
         self.total = 0         # content bytes handed out
@@ -170,7 +183,7 @@ class _Decoded:
                 n = max(1, min(n, self.limit + 1 - self.total))  # never inflate past the bound
             try:
                 data = self.gz.read(n)
-            except (gzip.BadGzipFile, zlib.error, EOFError) as exc:
+            except _GZIP_ERRORS as exc:
                 raise MalformedFile("corrupt_gzip", f"cannot decompress: {exc or 'truncated stream'}") from None
         self.total += len(data)
         if self.gz is not None and self.limit is not None and self.total > self.limit:

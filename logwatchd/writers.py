@@ -16,6 +16,7 @@ from itertools import chain
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .failpoints import failpoint
 from .layout import (
     DICTIONARY_COLUMNS,
     PARQUET_COMPRESSION,
@@ -76,6 +77,10 @@ ROW_GROUP_ROWS = 122_880
 # others are set aside in the spill file: bounds memory whatever the number of dates.
 BUFFER_BYTES = 32 << 20
 DIRECT_ROWS = 16_384
+# At the end of an input, a process that set nothing aside shares its buffered dates with
+# the other processes (through its spill file) only when there are more than this many:
+# few dates cost few parts, and setting rows aside costs disk space.
+SHARE_MIN_DATES = 64
 # Rows per record batch of a spill file: while its dates are written, one batch of each
 # spill (each time the buffer was set aside) is held, well under a MB.
 SPILL_BATCH_ROWS = 2_048
@@ -154,7 +159,9 @@ class SpillFile:
         self.spills = 0
         self._sink = pa.OSFile(str(path), "wb")
         try:
-            self._writer = pa.ipc.new_stream(self._sink, schema)
+            # LZ4: about a third of the Arrow size on disk, faster to write than none.
+            self._writer = pa.ipc.new_stream(self._sink, schema,
+                                             options=pa.ipc.IpcWriteOptions(compression="lz4"))
             # The schema message goes out with the first batch: an empty one, never read.
             self._writer.write_batch(pa.RecordBatch.from_pylist([], schema=schema))
         except BaseException:
@@ -397,8 +404,15 @@ class PartitionedParquet:
         file finished. Returns it (for whichever process writes its dates, see `close`)
         and the dates with an open part here.
 
+        Rows are set aside only where that pays: when some already were, or when the
+        buffer spans more than SHARE_MIN_DATES dates. Otherwise each date buffered here
+        is written here, to a part of its own (at most one per process and date).
         The spill file then belongs to the caller: `close` leaves it, `abort` removes it.
         """
+        run = self._sorted() if self._spill is None and len(self._buffered_rows) <= SHARE_MIN_DATES else None
+        if run is not None:
+            for day, start, n in run.ranges:
+                self._write_rows(day, run.table.slice(start, n))
         self._relieve()
         self._handed = True
         spill = self._spill.finish() if self._spill is not None else None
@@ -444,6 +458,7 @@ class PartitionedParquet:
         except BaseException:
             out.abort()
             raise
+        failpoint("parquet.part_closed")
         self._closing.append((_sync_pool().submit(out.close), day, rel))
         if len(self._closing) >= 4 * SYNC_THREADS:
             self._collect(block=False)

@@ -15,11 +15,14 @@ from daemon_harness import DaemonProc, daemon_config
 from test_daemon import assert_exactly_once
 
 DAY = 86400
-WIDE_RECORDS = 120_000  # several seconds for two workers: long enough to be stopped mid-way
+WIDE_RECORDS = 120_000
+# Each Parquet part closed waits 0.05 s: with ~3,000 dates the workers stay mid-way for a
+# minute, so a test's signal surely arrives while they write parts.
+SLOW_PARTS = {"LOGWATCHD_FAILPOINTS": "parquet.part_closed=sleep"}
 
 
 def wide_file(path: Path, n: int) -> Path:
-    """n records over ~3,000 dates: slow enough for the worker pool to be mid-way for seconds."""
+    """n records over ~3,000 dates: ~3,000 Parquet parts to write."""
     with open(path, "w") as fh:
         fh.writelines(json.dumps({"timestamp": 1420070400 + (i * 7919 % 3000) * DAY + i % 86400,
                                  "user_id": f"u{i}", "action": "login" if i % 3 else "view",
@@ -47,7 +50,7 @@ def start_with_a_large_file(env: Env, **ingest: object) -> tuple[DaemonProc, Pat
     daemon_config(env, api=True, api_settings={"min_free_bytes": 0},
                   ingest={"chunk_bytes": 65536, "workers": 2, **ingest})
     staged = wide_file(env.base / "wide.jsonl", WIDE_RECORDS)
-    d = DaemonProc(env)
+    d = DaemonProc(env, extra_env=SLOW_PARTS)
     d.wait_ready()
     os.rename(staged, env.inbox / "wide.jsonl")
     # Mid-way: the workers have written staged parts.
