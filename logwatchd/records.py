@@ -400,7 +400,7 @@ class RecordBatcher:
         ts_col: list[int | None] = []
         uid_col: list[str] = []
         act_col: list[str] = []
-        attr_col: list[str | None] = []
+        attr_col: list[bytes | None] = []  # compact JSON, UTF-8: viewed as strings at the end
         line_col: list[int] = []
         ts_add, str_add, uid_add = ts_col.append, str_ts.append, uid_col.append
         act_add, attr_add, line_add = act_col.append, attr_col.append, line_col.append
@@ -454,9 +454,9 @@ class RecordBatcher:
                             continue
                     if rec:
                         try:
-                            attr_add(dumps(rec).decode())
+                            attr_add(dumps(rec))
                         except TypeError:  # orjson cannot write it (an integer beyond 64 bits)
-                            attr_add(_dumps(rec))
+                            attr_add(_dumps(rec).encode())
                     else:
                         attr_add(None)
                     uid_add(uid if tu is str else str(uid))
@@ -477,7 +477,7 @@ class RecordBatcher:
             ts_arr,
             pa.array(uid_col, pa.string()),
             pa.array(act_col, pa.string()),
-            pa.array(attr_col, pa.string()),
+            pa.array(attr_col, pa.binary()).view(pa.string()),
             pa.array(line_col, pa.int64()),
         ], names=["ts", "user_id", "action", "attributes", "source_line"])
         if str_ts:

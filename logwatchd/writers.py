@@ -21,6 +21,8 @@ from .layout import (
     DICTIONARY_COLUMNS,
     PARQUET_COMPRESSION,
     PARTITION_KEY,
+    SMALL_PART_COMPRESSION,
+    SMALL_PART_ROWS,
     clean_path,
     is_staging_name,
     part_name,
@@ -227,6 +229,9 @@ class SpillReader:
                 held = self._held[spill] = (b, pa.ipc.read_record_batch(message, self.schema))
             yield held[1].slice(start, n)
 
+    def rows(self, day: str) -> int:
+        return sum(e[3] for e in self.dates.get(day, ()))
+
     def close(self) -> None:
         self._held = {}
         if self._file is not None:
@@ -241,6 +246,9 @@ class SortedRows:
         self.table = table
         self.ranges = ranges
         self.dates = {day: (start, n) for day, start, n in ranges}
+
+    def rows(self, day: str) -> int:
+        return self.dates[day][1] if day in self.dates else 0
 
     def read(self, day: str) -> Iterator[pa.RecordBatch]:
         if day in self.dates:
@@ -412,18 +420,19 @@ class PartitionedParquet:
         run = self._sorted() if self._spill is None and len(self._buffered_rows) <= SHARE_MIN_DATES else None
         if run is not None:
             for day, start, n in run.ranges:
-                self._write_rows(day, run.table.slice(start, n))
+                self._write_rows(day, run.table.slice(start, n), n)
         self._relieve()
         self._handed = True
         spill = self._spill.finish() if self._spill is not None else None
         return spill, sorted(self._open)
 
-    def _write_rows(self, day: str, table: pa.Table) -> None:
-        writer, _out, rel = self._writer(day)
+    def _write_rows(self, day: str, table: pa.Table, total: int | None = None) -> None:
+        """Writes rows of a date as one row group; `total`: all the rows its part will get."""
+        writer, _out, rel = self._writer(day, total)
         writer.write_table(table, row_group_size=max(1, table.num_rows))
         self._rows[rel] += table.num_rows
 
-    def _writer(self, day: str) -> tuple[pq.ParquetWriter, OutputFile, str]:
+    def _writer(self, day: str, total: int | None = None) -> tuple[pq.ParquetWriter, OutputFile, str]:
         import pyarrow.parquet as pq
 
         entry = self._open.get(day)
@@ -440,7 +449,9 @@ class PartitionedParquet:
         out = self.store.create(rel, arrow=True)
         self._files.append(out)
         try:
-            writer = pq.ParquetWriter(out.stream, self.schema, compression=PARQUET_COMPRESSION,
+            small = total is not None and total < SMALL_PART_ROWS
+            writer = pq.ParquetWriter(out.stream, self.schema,
+                                      compression=SMALL_PART_COMPRESSION if small else PARQUET_COMPRESSION,
                                       use_dictionary=DICTIONARY_COLUMNS)
         except BaseException:
             out.abort()
@@ -497,7 +508,9 @@ class PartitionedParquet:
                 days = {d for d in days if d in mine}
             for day in sorted(days | set(self._open)):
                 if day in days:
-                    self._write_batches(day, chain.from_iterable(r.read(day) for r in readers))
+                    rows = sum(r.rows(day) for r in readers)
+                    self._write_batches(day, chain.from_iterable(r.read(day) for r in readers),
+                                        None if day in self._open else rows)
                 entry = self._open.pop(day, None)
                 if entry is not None:
                     self._finish(day, entry)
@@ -513,8 +526,8 @@ class PartitionedParquet:
         out, self._closed, self._files = self._closed, [], []
         return out
 
-    def _write_batches(self, day: str, batches: Iterable[pa.RecordBatch]) -> None:
-        """One date's batches, written in row groups of about `ROW_GROUP_ROWS` rows."""
+    def _write_batches(self, day: str, batches: Iterable[pa.RecordBatch], total: int | None) -> None:
+        """One date's batches (`total` rows, if known), in row groups of about `ROW_GROUP_ROWS` rows."""
         import pyarrow as pa
 
         pending: list[pa.RecordBatch] = []
@@ -523,10 +536,10 @@ class PartitionedParquet:
             pending.append(batch)
             rows += batch.num_rows
             if rows >= ROW_GROUP_ROWS:
-                self._write_rows(day, pa.Table.from_batches(pending, schema=self.schema))
+                self._write_rows(day, pa.Table.from_batches(pending, schema=self.schema), total)
                 pending, rows = [], 0
         if rows:
-            self._write_rows(day, pa.Table.from_batches(pending, schema=self.schema))
+            self._write_rows(day, pa.Table.from_batches(pending, schema=self.schema), total)
 
     def abort(self) -> None:
         """Drops every part of this input, open or closed."""
