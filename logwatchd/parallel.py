@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 from .errors import Cancelled, MalformedFile, TransientIOError
 from .layout import clean_path, parquet_schema, part_stem
 from .procs import context, die_with_parent
-from .reader import Chunk, Lines, LongLine, is_span, own_span_fd, read_span
+from .reader import Chunk, Elements, Lines, LongLine, is_span, own_span_fd, read_span
 from .records import ChunkResult, CountTables, RecordBatcher, RecordError
 from .storage import as_store
-from .writers import PartitionedParquet, SpillIndex, WrittenPart, spill_path
+from .writers import PartitionedParquet, SpillIndex, WrittenPart, release_memory, spill_path
 
 if TYPE_CHECKING:  # imported by the processes that build columns, never by the coordinator
     import pyarrow as pa
@@ -51,6 +51,7 @@ class JobSpec:
 
 
 SLICE_BYTES = 1 << 20  # JSON Lines parsed per step inside a chunk
+SLICE_ELEMENTS = 4096  # array elements parsed per step inside a chunk
 
 
 class SpanUnreadable(Exception):
@@ -74,20 +75,23 @@ class ChunkSink:
             res = ChunkResult(processed=1, errors=1)
             res.error_lines.append(self.batcher.long_line(chunk.number, chunk.prefix, chunk.length))
             return res
+        table, res = self._parse(chunk)  # the bytes it read are freed before rows are written
+        if table is not None:
+            self.parquet.write_chunk(table)
+            self.counts.add(table)
+        release_memory()  # the chunk's Python objects and columns are freed by now
+        return res
+
+    def _parse(self, chunk: Lines | Elements) -> tuple[pa.Table | None, ChunkResult]:
         try:
             if isinstance(chunk, Lines):
                 if is_span(chunk):
                     fd = own_span_fd(chunk)
                     chunk = read_span(fd if fd >= 0 else self._open(chunk.origin), chunk)
-                table, res = self._lines(chunk)
-            else:
-                table, res = self.batcher.process_elements(chunk.items, chunk.first, counts=False)
+                return self._lines(chunk)
+            return self._elements(chunk)
         except RecordError as exc:  # only raised for array elements
             raise MalformedFile("invalid_array", f"an array element is not JSON: {exc}") from None
-        if table is not None:
-            self.parquet.write_chunk(table)
-            self.counts.add(table)
-        return res
 
     def _lines(self, chunk: Lines) -> tuple[pa.Table | None, ChunkResult]:
         """A chunk in slices: the Python objects of one slice at a time, one row group per chunk.
@@ -109,6 +113,18 @@ class ChunkSink:
             batch, res = self.batcher.parse_lines(piece, first, chunk.strip_bom and pos == 0)
             first += piece.count(b"\n")
             pos = end
+            total.merge(res)
+            if batch is not None:
+                batches.append(batch)
+        return self.batcher.finish(batches, total, counts=False)
+
+    def _elements(self, chunk: Elements) -> tuple[pa.Table | None, ChunkResult]:
+        """Array elements in slices, as `_lines` does."""
+        total = ChunkResult()
+        batches = []
+        items = chunk.items
+        for k in range(0, len(items), SLICE_ELEMENTS):
+            batch, res = self.batcher.parse_elements(items[k:k + SLICE_ELEMENTS], chunk.first + k)
             total.merge(res)
             if batch is not None:
                 batches.append(batch)
@@ -209,6 +225,9 @@ def _worker_main(wid: int, inq: Any, outq: Any, owner: int) -> None:
     # The system allocator hands freed Arrow buffers back; mimalloc keeps them cached, and
     # a worker's footprint would grow by tens of MB for nothing in return here.
     pa.set_memory_pool(pa.system_memory_pool())
+    # One thread: the pool's processes already use every core, and Arrow's own threads
+    # would each grow a malloc arena of their own.
+    pa.set_cpu_count(1)
     pidfd = _owner_watch(owner)
     sink: ChunkSink | None = None
     while True:
@@ -301,7 +320,7 @@ class PoolRunner:
         # Workers reopen the input through /proc/PID/fd; where that is refused, this process
         # reads the spans itself and sends their bytes, from the first refusal on.
         self.spans_ok = True
-        self._inflight: dict[int, Chunk] = {}
+        self._inflight: dict[int, Chunk | None] = {}
         # Set (by the owner, at shutdown): the input in hand is abandoned at once — the wait
         # for a result stops, and the workers are killed rather than drained.
         self.cancel: threading.Event | None = None
@@ -342,14 +361,17 @@ class PoolRunner:
         ok = False
         try:
             for seq, chunk in enumerate(chunks):
-                while sum(load) >= 2 * self.n:
+                chunk = _as_span(chunk) if self.spans_ok else _with_data(chunk)
+                # A chunk that carries its bytes (gzip, arrays) is held here and in the
+                # queue until a worker takes it: one in flight per worker, not two.
+                while sum(load) >= (2 if is_span(chunk) else 1) * self.n:
                     self._receive(load, done)
                     while next_seq in done:
                         yield done.pop(next_seq)
                         next_seq += 1
                 wid = load.index(min(load))
-                chunk = _as_span(chunk) if self.spans_ok else _with_data(chunk)
-                self._inflight[seq] = chunk
+                # Only a span may come back refused (`_NO_SPAN`) and need sending again.
+                self._inflight[seq] = chunk if is_span(chunk) else None
                 self._inqs[wid].put(("chunk", seq, chunk))
                 load[wid] += 1
                 sent = seq + 1
@@ -374,7 +396,9 @@ class PoolRunner:
         wid, seq, res = self._get_tagged()
         if res is _NO_SPAN:  # the worker may not reopen the input: send it the bytes
             self.spans_ok = False
-            self._inqs[wid].put(("chunk", seq, _with_data(self._inflight[seq])))
+            span = self._inflight[seq]
+            assert span is not None  # only a span is refused
+            self._inqs[wid].put(("chunk", seq, _with_data(span)))
             return
         del self._inflight[seq]
         load[wid] -= 1

@@ -369,6 +369,10 @@ class RecordBatcher:
             lines.pop()
         return self._process(lines, first_line, False, has_long_digit_run(data), b"\r" in data)
 
+    def parse_elements(self, elements: list[bytes], first_index: int) -> tuple[pa.RecordBatch | None, ChunkResult]:
+        """`parse_lines` for array elements (raw JSON text of each), numbered from `first_index`."""
+        return self._process(elements, first_index, True, any(has_long_digit_run(e) for e in elements))
+
     def finish(self, batches: list[pa.RecordBatch], res: ChunkResult,
                counts: bool = True) -> tuple[pa.Table | None, ChunkResult]:
         """The clean table (with its partition column) of parsed blocks, and (with `counts`)
@@ -689,19 +693,24 @@ class CountTables:
                 self._small[key] = self._small.get(key, 0) + n
         else:
             self._tables.append(table.group_by(["date", "action"]).aggregate([([], "count_all")]))
+            if len(self._tables) >= 4:  # summed as they come: memory bounded by the groups
+                self._tables = [self._summed()]
 
-    def result(self) -> dict[tuple[str, str], int]:
+    def _summed(self) -> pa.Table:
         import pyarrow as pa
 
+        grouped = pa.concat_tables(self._tables)
+        if len(self._tables) == 1:
+            return grouped
+        return grouped.group_by(["date", "action"]).aggregate([("count_all", "sum")]).rename_columns(
+            ["date", "action", "count_all"])
+
+    def result(self) -> dict[tuple[str, str], int]:
         out = dict(self._small)
         if self._tables:
-            grouped = pa.concat_tables(self._tables)
-            column = "count_all"
-            if len(self._tables) > 1:
-                grouped = grouped.group_by(["date", "action"]).aggregate([(column, "sum")])
-                column = "count_all_sum"
+            grouped = self._summed()
             for d, a, n in zip(grouped["date"].to_pylist(), grouped["action"].to_pylist(),
-                               grouped[column].to_pylist()):
+                               grouped["count_all"].to_pylist()):
                 out[(d, a)] = out.get((d, a), 0) + n
         return out
 

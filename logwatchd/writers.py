@@ -8,7 +8,11 @@ each part is written at its final key and appears whole when its upload complete
 
 from __future__ import annotations
 
+import bisect
+import functools
 import os
+import sys
+from array import array
 from collections import OrderedDict
 from collections.abc import Container, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -77,15 +81,15 @@ ROW_GROUP_ROWS = 122_880
 # Rows buffered per process across all dates, in Arrow bytes. When they reach this, dates
 # holding at least DIRECT_ROWS rows are written out as a row group of their part, and the
 # others are set aside in the spill file: bounds memory whatever the number of dates.
-BUFFER_BYTES = 32 << 20
+BUFFER_BYTES = 16 << 20
 DIRECT_ROWS = 16_384
 # At the end of an input, a process that set nothing aside shares its buffered dates with
 # the other processes (through its spill file) only when there are more than this many:
 # few dates cost few parts, and setting rows aside costs disk space.
 SHARE_MIN_DATES = 64
 # Rows per record batch of a spill file: while its dates are written, one batch of each
-# spill (each time the buffer was set aside) is held, well under a MB.
-SPILL_BATCH_ROWS = 2_048
+# run set aside (each time the buffer was) is held, ~150 KB.
+SPILL_BATCH_ROWS = 512
 # Open Parquet writers per process: each holds a descriptor and ~45 KB; at most this many,
 # and never more than a quarter of the soft RLIMIT_NOFILE.
 MAX_OPEN_WRITERS = 512
@@ -97,6 +101,30 @@ SYNC_THREADS = 4
 def spill_path(store: Store, file_stem: str) -> Path:
     """Where the writer of `file_stem` sets rows aside (a hidden staging name)."""
     return store.scratch(f".{file_stem}.spill.tmp")
+
+
+def release_memory() -> None:
+    """Hands the C heap's free pages back to the system (glibc's malloc_trim).
+
+    Arrow buffers (the system allocator) and large Python objects come from the C heap,
+    whose freed pages glibc keeps for reuse; the buffered rows of a wide input are freed
+    in large, scattered pieces, so a process's footprint would stay at its high-water
+    mark. Elsewhere (another C library) this does nothing.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 _SYNC_POOL: ThreadPoolExecutor | None = None
@@ -130,21 +158,36 @@ def writer_cap() -> int:
     return max(4, min(MAX_OPEN_WRITERS, raise_nofile_limit() // 4))
 
 
+class SpillRun(NamedTuple):
+    """One chunk's rows set aside, in date order: its dates (ascending), where each date's
+    rows start (`starts[i]` to `starts[i + 1]`), and its record batches in the file (the
+    first one's number, and the row where each begins). Arrays, not objects per date: an
+    input spanning thousands of dates sets thousands of runs aside."""
+
+    days: list[str]
+    starts: array[int]
+    first_batch: int
+    batch_starts: array[int]   # row of each batch in the run, and the run's rows at the end
+
+
 class SpillIndex(NamedTuple):
-    """A finished spill file: where it is, its record batches (offset, length), and per date
-    its rows in them (spill, batch, start, rows). Picklable: a worker hands it to the worker
-    that writes those dates (`PartitionedParquet.close`)."""
+    """A finished spill file: where it is, its record batches (offset, length), its runs.
+    Picklable: a worker hands it to the worker that writes those dates (`PartitionedParquet.close`)."""
 
     path: str
-    batches: list[tuple[int, int]]
-    dates: dict[str, list[tuple[int, int, int, int]]]
+    batches: array[int]   # offset, length, offset, length, ...
+    runs: list[SpillRun]
 
     def rows(self) -> dict[str, int]:
-        return {day: sum(e[3] for e in entries) for day, entries in self.dates.items()}
+        out: dict[str, int] = {}
+        for run in self.runs:
+            for i, day in enumerate(run.days):
+                out[day] = out.get(day, 0) + run.starts[i + 1] - run.starts[i]
+        return out
 
 
 class SpillFile:
-    """Rows set aside during an input, in an Arrow IPC stream of date-sorted record batches.
+    """Rows set aside during an input, in an Arrow IPC stream of date-sorted runs.
 
     Read back one date at a time at the end, so that each date is written once, whatever
     the number of dates and however the input orders them. Locally it lives in the
@@ -156,9 +199,8 @@ class SpillFile:
         import pyarrow as pa
 
         self.path = path
-        self.batches: list[tuple[int, int]] = []
-        self.dates: dict[str, list[tuple[int, int, int, int]]] = {}
-        self.spills = 0
+        self.batches: array[int] = array("q")
+        self.runs: list[SpillRun] = []
         self._sink = pa.OSFile(str(path), "wb")
         try:
             # LZ4: about a third of the Arrow size on disk, faster to write than none.
@@ -172,22 +214,18 @@ class SpillFile:
         self._done = False
 
     def add(self, run: SortedRows) -> None:
-        """Appends date-sorted rows, in batches of SPILL_BATCH_ROWS rows (the last one fewer)."""
-        first = len(self.batches)
-        spill = self.spills
-        self.spills += 1
-        for batch in run.table.combine_chunks().to_batches(max_chunksize=SPILL_BATCH_ROWS):
+        """Appends date-sorted rows, in batches of at most SPILL_BATCH_ROWS rows."""
+        first = len(self.batches) // 2
+        batch_starts = array("q", [0])
+        for batch in run.table.to_batches(max_chunksize=SPILL_BATCH_ROWS):
             offset = self._sink.tell()
             self._writer.write_batch(batch)
-            self.batches.append((offset, self._sink.tell() - offset))
-        for day, start, n in run.ranges:
-            entries = self.dates.setdefault(day, [])
-            while n:  # a date's rows may straddle batches
-                b, at = divmod(start, SPILL_BATCH_ROWS)
-                k = min(n, SPILL_BATCH_ROWS - at)
-                entries.append((spill, first + b, at, k))
-                start += k
-                n -= k
+            self.batches.extend((offset, self._sink.tell() - offset))
+            batch_starts.append(batch_starts[-1] + batch.num_rows)
+        starts = array("q", (start for _day, start, _n in run.ranges))
+        starts.append(run.table.num_rows)
+        self.runs.append(SpillRun([sys.intern(day) for day, _s, _n in run.ranges], starts, first,
+                                  batch_starts))
 
     def finish(self) -> SpillIndex:
         """Closes the file for reading (`SpillReader`); it stays until `discard`."""
@@ -195,7 +233,7 @@ class SpillFile:
             self._done = True
             self._writer.close()
             self._sink.close()
-        return SpillIndex(str(self.path), self.batches, self.dates)
+        return SpillIndex(str(self.path), self.batches, self.runs)
 
     def discard(self) -> None:
         try:
@@ -206,34 +244,62 @@ class SpillFile:
 
 
 class SpillReader:
-    """Reads one date's rows of a finished spill file (this process's or another's). Dates
-    are read in increasing order, so one batch of each spill at a time is held."""
+    """Reads the rows of a finished spill file (this process's or another's) one date at a
+    time, dates in increasing order: a cursor per run, and one batch of each run held."""
 
     def __init__(self, spill: SpillIndex, schema: pa.Schema) -> None:
-        self.dates = spill.dates
         self.spill = spill
         self.schema = schema
+        self.dates = {day for run in spill.runs for day in run.days}
         self._file: Any = None
-        self._held: dict[int, tuple[int, Any]] = {}  # spill -> (batch, its rows)
+        self._cursor = [0] * len(spill.runs)          # per run: its next date
+        self._held: list[tuple[int, Any]] = [(-1, None)] * len(spill.runs)  # per run: (batch, rows)
 
-    def read(self, day: str) -> Iterator[pa.RecordBatch]:
-        import pyarrow as pa
-
-        for spill, b, start, n in self.dates.get(day, ()):
-            held = self._held.get(spill)
-            if held is None or held[0] != b:
-                if self._file is None:
-                    self._file = pa.OSFile(self.spill.path, "rb")
-                offset, length = self.spill.batches[b]
-                message = pa.ipc.read_message(self._file.read_at(length, offset))
-                held = self._held[spill] = (b, pa.ipc.read_record_batch(message, self.schema))
-            yield held[1].slice(start, n)
+    def _find(self, k: int, day: str) -> int:
+        """The position of `day` in run k (advancing its cursor past earlier dates), or -1."""
+        days, i = self.spill.runs[k].days, self._cursor[k]
+        while i < len(days) and days[i] < day:
+            i += 1
+        self._cursor[k] = i
+        return i if i < len(days) and days[i] == day else -1
 
     def rows(self, day: str) -> int:
-        return sum(e[3] for e in self.dates.get(day, ()))
+        n = 0
+        for k, run in enumerate(self.spill.runs):
+            i = self._find(k, day)
+            if i >= 0:
+                n += run.starts[i + 1] - run.starts[i]
+        return n
+
+    def read(self, day: str) -> Iterator[pa.RecordBatch]:
+        for k, run in enumerate(self.spill.runs):
+            i = self._find(k, day)
+            if i < 0:
+                continue
+            start, end = run.starts[i], run.starts[i + 1]
+            b = bisect.bisect_right(run.batch_starts, start) - 1
+            while start < end:
+                batch = self._batch(k, run.first_batch + b)
+                at = start - run.batch_starts[b]
+                n = min(end, run.batch_starts[b + 1]) - start
+                yield batch.slice(at, n)
+                start += n
+                b += 1
+
+    def _batch(self, k: int, b: int) -> pa.RecordBatch:
+        import pyarrow as pa
+
+        held = self._held[k]
+        if held[0] != b:
+            if self._file is None:
+                self._file = pa.OSFile(self.spill.path, "rb")
+            offset, length = self.spill.batches[2 * b], self.spill.batches[2 * b + 1]
+            message = pa.ipc.read_message(self._file.read_at(length, offset))
+            held = self._held[k] = (b, pa.ipc.read_record_batch(message, self.schema))
+        return held[1]
 
     def close(self) -> None:
-        self._held = {}
+        self._held = [(-1, None)] * len(self.spill.runs)
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -301,8 +367,8 @@ class PartitionedParquet:
         """Rows written, set aside or buffered per date."""
         out = dict(self._buffered_rows)
         if self._spill is not None:
-            for day, entries in self._spill.dates.items():
-                out[day] = out.get(day, 0) + sum(e[3] for e in entries)
+            for day, n in SpillIndex("", self._spill.batches, self._spill.runs).rows().items():
+                out[day] = out.get(day, 0) + n
         written = [(p.date, p.rows) for p in self._closed]
         written += [(day, self._rows[rel]) for _f, day, rel in self._closing]
         written += [(d, self._rows[r]) for d, (_w, _o, r) in self._open.items()]
@@ -363,49 +429,57 @@ class PartitionedParquet:
         table = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
         return table.drop_columns([PARTITION_KEY]).cast(self.schema)
 
-    def _sorted(self) -> SortedRows | None:
-        """Every buffered row in date order, the buffer emptied."""
+    def _runs(self) -> Iterator[SortedRows]:
+        """The buffered rows in date order (at most one run), the buffer emptied.
+
+        One sort of the whole buffer: its rows are copied once, in date order, and the
+        chunks' tables are released before the run is used.
+        """
         import pyarrow as pa
         import pyarrow.compute as pc
 
         if not self._held:
-            return None
+            return
         table = pa.concat_tables([t for t, _days in self._held])
-        self._held, self._held_bytes = [], 0
-        if len(self._buffered_rows) > 1:
+        dates = len(self._buffered_rows)
+        self._held, self._held_bytes, self._buffered_rows = [], 0, {}
+        if dates > 1:
             table = table.take(pc.sort_indices(table, sort_keys=[(PARTITION_KEY, "ascending")]))
         ranges, start = [], 0
         for c in pc.value_counts(table[PARTITION_KEY]).to_pylist():  # in order of appearance
             ranges.append((c["values"], start, c["counts"]))
             start += c["counts"]
-        self._buffered_rows = {}
-        return SortedRows(table.drop_columns([PARTITION_KEY]).cast(self.schema), ranges)
+        run = SortedRows(table.drop_columns([PARTITION_KEY]).cast(self.schema), ranges)
+        del table
+        yield run
 
     def _relieve(self) -> None:
         """Empties the buffer: busy dates written as row groups, the others set aside."""
-        run = self._sorted()
-        if run is None:
-            return
-        quiet: list[tuple[str, int, int]] = []
-        busy: list[tuple[str, int, int]] = []
-        for r in run.ranges:
-            (busy if r[2] >= DIRECT_ROWS else quiet).append(r)
-        for day, start, n in busy:
-            self._write_rows(day, run.table.slice(start, n))
-        if not quiet:
-            return
-        if busy:  # the quiet dates' rows, still in date order
-            import pyarrow as pa
+        import pyarrow as pa
 
-            pieces, ranges, at = [], [], 0
-            for day, start, n in quiet:
-                pieces.append(run.table.slice(start, n))
-                ranges.append((day, at, n))
-                at += n
-            run = SortedRows(pa.concat_tables(pieces), ranges)
-        if self._spill is None:
-            self._spill = SpillFile(spill_path(self.store, self.file_stem), self.schema)
-        self._spill.add(run)
+        busy_days = {d for d, n in self._buffered_rows.items() if n >= DIRECT_ROWS}
+        busy: dict[str, list[pa.Table]] = {}
+        for run in self._runs():
+            quiet = [r for r in run.ranges if r[0] not in busy_days]
+            for day, start, n in run.ranges:
+                if day in busy_days:
+                    busy.setdefault(day, []).append(run.table.slice(start, n))
+            if not quiet:
+                continue
+            if len(quiet) < len(run.ranges):  # the quiet dates' rows, still in date order
+                pieces, ranges, at = [], [], 0
+                for day, start, n in quiet:
+                    pieces.append(run.table.slice(start, n))
+                    ranges.append((day, at, n))
+                    at += n
+                run = SortedRows(pa.concat_tables(pieces), ranges)
+            if self._spill is None:
+                self._spill = SpillFile(spill_path(self.store, self.file_stem), self.schema)
+            self._spill.add(run)
+        for day in [d for d in self._open if d in busy] + sorted(d for d in busy if d not in self._open):
+            pieces = busy.pop(day)
+            self._write_rows(day, pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces))
+        release_memory()
 
     def hand_over(self) -> tuple[SpillIndex | None, list[str]]:
         """Ends the input's rows here: what is buffered is written or set aside, the spill
@@ -417,10 +491,10 @@ class PartitionedParquet:
         is written here, to a part of its own (at most one per process and date).
         The spill file then belongs to the caller: `close` leaves it, `abort` removes it.
         """
-        run = self._sorted() if self._spill is None and len(self._buffered_rows) <= SHARE_MIN_DATES else None
-        if run is not None:
-            for day, start, n in run.ranges:
-                self._write_rows(day, run.table.slice(start, n), n)
+        if self._spill is None and len(self._buffered_rows) <= SHARE_MIN_DATES:
+            for run in self._runs():
+                for day, start, n in run.ranges:
+                    self._write_rows(day, run.table.slice(start, n))
         self._relieve()
         self._handed = True
         spill = self._spill.finish() if self._spill is not None else None
@@ -497,9 +571,7 @@ class PartitionedParquet:
         readers: list[SpillReader | SortedRows] = [SpillReader(s, self.schema) for s in others]
         if spill is not None:
             readers.insert(0, SpillReader(spill.finish(), self.schema))
-        left = self._sorted()
-        if left is not None:
-            readers.append(left)
+        readers.extend(self._runs())
         try:
             days: set[str] = set()
             for r in readers:
@@ -524,6 +596,7 @@ class PartitionedParquet:
         self._collect()
         self.store.sync()
         out, self._closed, self._files = self._closed, [], []
+        release_memory()
         return out
 
     def _write_batches(self, day: str, batches: Iterable[pa.RecordBatch], total: int | None) -> None:
