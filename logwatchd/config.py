@@ -248,6 +248,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path, source: Path | None = None
     config = Config(**sections, source=source)
     paths = _resolve_paths(config.paths, base_dir)
     _refuse_overlaps(paths)
+    _refuse_other_filesystems(paths)
     return dataclasses.replace(config, paths=paths)
 
 
@@ -349,6 +350,40 @@ def _refuse_overlaps(paths: PathsConfig) -> None:
                 if _inside(child, parent):
                     raise ConfigError(f"{inner} ({child}) is inside {outer} ({parent}); "
                                       "these directories must not nest")
+
+
+# Inbox entries are moved into these by rename (and replayed back), which cannot cross
+# filesystems: a file committed but never moved would block every start after it.
+_MOVED_FROM_INBOX = ("archive", "quarantine", "dead_letter")
+
+
+def _refuse_other_filesystems(paths: PathsConfig) -> None:
+    """Raises ConfigError when the inbox and a folder its files move to are on different
+    filesystems (a directory not made yet counts as on its nearest existing parent's)."""
+    inbox = _device(paths.inbox)
+    for name in _MOVED_FROM_INBOX:
+        target = getattr(paths, name)
+        if target is None or inbox is None:
+            continue
+        device = _device(target)
+        if device is not None and device != inbox:
+            raise ConfigError(f"paths.inbox ({paths.inbox}) and paths.{name} ({target}) are on "
+                              "different filesystems; files move between them by rename, which "
+                              "cannot cross filesystems: put them on one")
+
+
+def _device(path: Path) -> int | None:
+    """st_dev of `path`, or of its nearest existing parent; None if none can be read."""
+    p = Path(os.path.abspath(path))
+    while True:
+        try:
+            return os.stat(p).st_dev
+        except FileNotFoundError:
+            if p.parent == p:
+                return None
+            p = p.parent
+        except OSError:
+            return None
 
 
 def _inside(child: str, parent: str) -> bool:

@@ -29,6 +29,7 @@ ALERT = "alert"
 ALERT_CLEARED = "alert_cleared"
 RECOVERY_DONE = "recovery_done"
 INTERNAL_ERROR = "internal_error"
+LIBRARY_LOG = "library_log"           # a warning of a library that logs through `logging`
 # The ingest Lambda's own (logwatchd.aws.ingest); its files log the events above.
 INVOCATION_DONE = "invocation_done"
 TEST_EVENT_IGNORED = "test_event_ignored"
@@ -61,6 +62,22 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
         logger_factory=factory,
         cache_logger_on_first_use=False,
     )
+    # Libraries that log through the standard library (APScheduler: "job skipped") would
+    # otherwise reach stderr as plain text: their records become events of this log.
+    root = logging.getLogger()
+    if not any(isinstance(h, _Bridge) for h in root.handlers):
+        root.addHandler(_Bridge(logging.WARNING))
+
+
+class _Bridge(logging.Handler):
+    """A standard-library log record as a `library_log` event (SPEC §7: one JSON object a line)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            method = get_logger().error if record.levelno >= logging.ERROR else get_logger().warning
+            method(LIBRARY_LOG, logger=record.name, message=record.getMessage())
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+            self.handleError(record)
 
 
 def get_logger() -> Any:

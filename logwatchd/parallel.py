@@ -28,8 +28,15 @@ from .layout import clean_path, parquet_schema, part_stem
 from .procs import context, die_with_parent
 from .reader import Chunk, Elements, Lines, LongLine, is_span, own_span_fd, read_span
 from .records import ChunkResult, CountTables, RecordBatcher, RecordError
-from .storage import as_store
-from .writers import PartitionedParquet, SpillIndex, WrittenPart, release_memory, spill_path
+from .storage import LocalDir, as_store
+from .writers import (
+    PartitionedParquet,
+    SpillIndex,
+    WrittenPart,
+    release_memory,
+    remove_staged_parts,
+    spill_path,
+)
 
 if TYPE_CHECKING:  # imported by the processes that build columns, never by the coordinator
     import pyarrow as pa
@@ -388,9 +395,12 @@ class PoolRunner:
             self._inflight.clear()
             if not ok:
                 self._abort()
+                # Workers killed meanwhile (shutdown, a crash) left their files behind.
                 store = as_store(spec.clean)
-                for wid in range(self.n):  # a worker killed meanwhile left its own
+                for wid in range(self.n):
                     spill_path(store, part_stem(spec.stem, wid)).unlink(missing_ok=True)
+                if isinstance(store, LocalDir):
+                    remove_staged_parts(store.root, spec.stem)
 
     def _receive(self, load: list[int], done: dict[int, ChunkResult]) -> None:
         wid, seq, res = self._get_tagged()

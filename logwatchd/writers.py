@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import functools
 import os
+import re
 import sys
 from array import array
 from collections import OrderedDict
@@ -78,6 +79,9 @@ class WrittenPart(NamedTuple):
 # A row group of this many rows is written as soon as one date has buffered it: DuckDB's
 # own row-group size, and the most a date's buffer holds.
 ROW_GROUP_ROWS = 122_880
+# A date's rows set aside are written at the end in row groups of about this many rows:
+# what is held while one is encoded (~20 MB), half DuckDB's size, far from tiny.
+MERGED_ROW_GROUP_ROWS = 65_536
 # Rows buffered per process across all dates, in Arrow bytes. When they reach this, dates
 # holding at least DIRECT_ROWS rows are written out as a row group of their part, and the
 # others are set aside in the spill file: bounds memory whatever the number of dates.
@@ -600,7 +604,8 @@ class PartitionedParquet:
         return out
 
     def _write_batches(self, day: str, batches: Iterable[pa.RecordBatch], total: int | None) -> None:
-        """One date's batches (`total` rows, if known), in row groups of about `ROW_GROUP_ROWS` rows."""
+        """One date's batches (`total` rows, if known), in row groups of about
+        `MERGED_ROW_GROUP_ROWS` rows."""
         import pyarrow as pa
 
         pending: list[pa.RecordBatch] = []
@@ -608,7 +613,7 @@ class PartitionedParquet:
         for batch in batches:
             pending.append(batch)
             rows += batch.num_rows
-            if rows >= ROW_GROUP_ROWS:
+            if rows >= MERGED_ROW_GROUP_ROWS:
                 self._write_rows(day, pa.Table.from_batches(pending, schema=self.schema), total)
                 pending, rows = [], 0
         if rows:
@@ -636,6 +641,26 @@ class PartitionedParquet:
         for out in self._files:
             out.abort()
         self._files, self._closed = [], []
+
+
+def remove_staged_parts(root: Path, stem: str) -> int:
+    """Deletes the staged Parquet parts of the input named `stem` under a local dataset
+    (`.<stem>-<worker>[-<n>].parquet.tmp` in any partition); returns how many."""
+    pattern = re.compile(rf"\.{re.escape(stem)}-[0-9]+(?:-[0-9]+)?\.parquet\.tmp")
+    removed = 0
+    if not root.is_dir():
+        return 0
+    for entry in os.scandir(root):
+        if not entry.is_dir(follow_symlinks=False):
+            continue
+        for sub in os.scandir(entry.path):
+            if pattern.fullmatch(sub.name):
+                try:
+                    os.unlink(sub.path)
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    return removed
 
 
 def iter_staging_files(*roots: Path) -> Iterator[Path]:

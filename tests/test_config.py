@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -273,6 +274,32 @@ def test_overlap_through_a_symlink_is_refused(env: Env) -> None:
     env.config.write_text(f'[paths]\nroot = "var"\nquarantine = "{env.base / "q"}"\n')
     proc = env.cli("check-config", check=False)
     assert proc.returncode == 2 and "paths.inbox" in proc.stderr and "paths.quarantine" in proc.stderr
+
+
+@pytest.mark.parametrize("key", ["archive", "quarantine", "dead_letter"])
+def test_a_folder_on_another_filesystem_than_the_inbox_is_refused(env: Env, key: str) -> None:
+    """Inbox files move into archive, quarantine and dead-letter by rename: one of them on
+    another filesystem is refused by check-config and run (exit 2, naming both keys), not
+    met as EXDEV after a commit, which would block every later start."""
+    other = env.base / "other"
+    other.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(other)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs here: {mounted.stderr.strip()}")
+    try:
+        env.config.write_text(f'[paths]\nroot = "var"\n{key} = "{other / "d"}"\n[api]\nenabled = false\n')
+        for command in ("check-config", "run"):
+            proc = env.cli(command, check=False, timeout=60)
+            assert proc.returncode == 2, proc.stderr
+            assert "paths.inbox" in proc.stderr and f"paths.{key}" in proc.stderr, proc.stderr
+            assert "different filesystems" in proc.stderr and "Traceback" not in proc.stderr
+        env.config.write_text(f'[paths]\nroot = "var"\n{key} = "{env.base / "same" / "d"}"\n')
+        assert env.cli("check-config", check=False).returncode == 0
+    finally:
+        subprocess.run(["umount", "-l", str(other)], check=False)
 
 
 def test_root_holding_every_directory_and_no_archive_are_fine(env: Env) -> None:

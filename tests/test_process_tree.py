@@ -97,6 +97,8 @@ def test_sigterm_mid_file_is_quick_and_not_an_attempt(env: Env) -> None:
     assert time.monotonic() - started < 10
     d.stop()
     assert path.exists(), "the abandoned file stays in the inbox"
+    left = [p.name for root in ("clean", "errors") for p in env.path(root).rglob(".*.tmp")]
+    assert not left, f"the abandoned file's staged outputs are dropped at the stop: {left[:5]}"
     again = DaemonProc(env)
     try:
         again.wait_ready()
