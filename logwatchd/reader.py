@@ -231,15 +231,18 @@ def iter_chunks(src: HashingReader, name: str, chunk_bytes: int, max_line_bytes:
     head = b"".join(blocks)
     del blocks
     body = head[3:] if head.startswith(BOM) else head
+    # Chunks that carry their bytes (not spans) are held by the sender and the receiver,
+    # and copied through a pipe: half the size keeps both processes' memory as for spans.
+    carried = max(1, chunk_bytes // 2)
     if first == b"[":
-        yield from _array_chunks(stream, body, chunk_bytes, max_line_bytes)
+        yield from _array_chunks(stream, body, carried, max_line_bytes)
     else:
         origin = None if gz else reopen_path(src.raw)
         fd = src.raw.fileno() if origin is not None else -1
         if origin is not None and spans:
             yield from _line_spans(stream, head, chunk_bytes, max_line_bytes, origin, fd)
         else:
-            yield from _line_chunks(stream, head, chunk_bytes, max_line_bytes, origin, fd)
+            yield from _line_chunks(stream, head, carried, max_line_bytes, origin, fd)
 
 
 def reopen_path(raw: object) -> str | None:
@@ -410,7 +413,7 @@ _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},"]', re.DOTALL)
 # The rest of a string whose opening quote was seen: stops at its closing quote, at the end
 # of the bytes, or before a final backslash whose escaped byte is still to come.
 _STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)
-_ELEMENTS_PER_CHUNK = 20_000
+_ELEMENTS_PER_CHUNK = 10_000
 
 
 def _array_chunks(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int) -> Iterator[Chunk]:
