@@ -403,12 +403,6 @@ class PartitionedParquet:
         if self._held_bytes >= self.buffer_bytes:
             self._relieve()
 
-    def write(self, day: str, table: pa.Table) -> None:
-        """Buffers one date's rows (without a `date` column)."""
-        import pyarrow as pa
-
-        self.write_chunk(table.append_column(PARTITION_KEY, pa.repeat(pa.scalar(day), table.num_rows)))
-
     def _take(self, day: str) -> pa.Table:
         """One date's buffered rows, cast to the schema; taken out of the buffer."""
         import pyarrow as pa
