@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -119,6 +120,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    except Terminated:
+        return 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM during `process`: the file in hand is abandoned as for Ctrl-C, its staged
+    outputs dropped, and the command exits 143."""
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -149,6 +157,12 @@ def cmd_process(args: argparse.Namespace) -> int:
 
         start_forkserver()  # from the main thread: the workers die with this process
     pipeline = Pipeline(config, rt.ledger, pool=PoolRunner(workers) if workers > 1 else None)
+
+    def terminate(_signum: int, _frame: Any) -> None:
+        pipeline.cancel.set()  # the worker processes are killed, not drained
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
     # A bar on stderr only for a person at a terminal: never in a pipe or a log.
     show_progress = sys.stdout.isatty() and sys.stderr.isatty()
     status = EXIT_OK

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -107,5 +109,30 @@ def test_sigterm_mid_file_is_quick_and_not_an_attempt(env: Env) -> None:
         assert not again.named("file_dead_lettered") and not again.named("file_retry")
     finally:
         assert again.stop() == 0
+    assert_exactly_once(env, {"wide.jsonl": WIDE_RECORDS})
+    assert env.cli("verify", check=False).returncode == 0
+
+
+@pytest.mark.slow
+def test_sigterm_to_process_drops_the_staged_outputs(env: Env) -> None:
+    """`logwatchd process` sent SIGTERM mid-file exits 143, leaves no staged or spill file,
+    and the same command then processes the file exactly once."""
+    daemon_config(env, api=False, ingest={"chunk_bytes": 65536, "workers": 2})
+    src = wide_file(env.base / "wide.jsonl", WIDE_RECORDS)
+    cmd = [sys.executable, "-m", "logwatchd", "process", "-c", str(env.config), str(src)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=env.base,
+                            env=dict(os.environ) | SLOW_PARTS)
+    deadline = time.monotonic() + 60
+    while not any(env.path("clean").rglob(".*.parquet.tmp")) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, (out, err[-2000:])
+    left = [p.name for root in ("clean", "errors") for p in env.path(root).rglob(".*.tmp")]
+    assert not left, left[:5]
+    assert not list(env.path("clean").rglob("*.parquet")), "nothing published"
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=env.base, check=False, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
     assert_exactly_once(env, {"wide.jsonl": WIDE_RECORDS})
     assert env.cli("verify", check=False).returncode == 0
