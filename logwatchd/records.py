@@ -349,12 +349,10 @@ class RecordBatcher:
         batch, res = self.parse_lines(data, first_line, strip_bom)
         return self.finish([batch] if batch is not None else [], res)
 
-    def process_elements(self, elements: list[bytes], first_index: int,
-                         counts: bool = True) -> tuple[pa.Table | None, ChunkResult]:
+    def process_elements(self, elements: list[bytes], first_index: int) -> tuple[pa.Table | None, ChunkResult]:
         """Array elements (raw JSON text of each), numbered from `first_index`."""
-        suspect = any(has_long_digit_run(e) for e in elements)
-        batch, res = self._process(elements, first_index, True, suspect)
-        return self.finish([batch] if batch is not None else [], res, counts)
+        batch, res = self.parse_elements(elements, first_index)
+        return self.finish([batch] if batch is not None else [], res)
 
     def parse_lines(self, data: bytes, first_line: int, strip_bom: bool = False) -> tuple[pa.RecordBatch | None, ChunkResult]:
         """The per-line step only: the valid records' own columns, and the error lines.

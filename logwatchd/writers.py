@@ -231,13 +231,18 @@ class SpillFile:
         self.runs.append(SpillRun([sys.intern(day) for day, _s, _n in run.ranges], starts, first,
                                   batch_starts))
 
+    @property
+    def index(self) -> SpillIndex:
+        """What the file holds so far."""
+        return SpillIndex(str(self.path), self.batches, self.runs)
+
     def finish(self) -> SpillIndex:
         """Closes the file for reading (`SpillReader`); it stays until `discard`."""
         if not self._done:
             self._done = True
             self._writer.close()
             self._sink.close()
-        return SpillIndex(str(self.path), self.batches, self.runs)
+        return self.index
 
     def discard(self) -> None:
         try:
@@ -371,7 +376,7 @@ class PartitionedParquet:
         """Rows written, set aside or buffered per date."""
         out = dict(self._buffered_rows)
         if self._spill is not None:
-            for day, n in SpillIndex("", self._spill.batches, self._spill.runs).rows().items():
+            for day, n in self._spill.index.rows().items():
                 out[day] = out.get(day, 0) + n
         written = [(p.date, p.rows) for p in self._closed]
         written += [(day, self._rows[rel]) for _f, day, rel in self._closing]

@@ -164,16 +164,23 @@ def _staged_rows(parts: list) -> dict[str, list[int]]:
     return got
 
 
+def _three_rounds(w: PartitionedParquet, schema: pa.Schema, days: list[str], spill_dir: Path | None = None) -> None:
+    """Three chunks of 40 rows a date (lines 1000·round + 100·date index + k); at most two
+    parts open; with `spill_dir`, rows set aside there after each chunk."""
+    for rnd in range(3):
+        w.write_chunk(pa.concat_tables([_day_table(schema, d, 1000 * rnd + 100 * i) for i, d in enumerate(days)]))
+        assert len(w._open) <= 2
+        if spill_dir is not None:
+            assert list(spill_dir.glob(".*.spill.tmp")), "rows set aside in a spill file"
+
+
 def test_writer_sets_quiet_dates_aside_and_writes_each_once(tmp_path: Path) -> None:
     """A buffer that spills at every chunk: each date still gets one part, every row once and
     in line order; no spill file stays; abort removes everything."""
     schema = clean_schema()
     days = [f"2024-01-0{d}" for d in range(1, 6)]
     w = PartitionedParquet(tmp_path / "clean", "stem-0", schema, buffer_bytes=1, max_open=2)
-    for rnd in range(3):
-        w.write_chunk(pa.concat_tables([_day_table(schema, d, 1000 * rnd + 100 * i) for i, d in enumerate(days)]))
-        assert len(w._open) <= 2
-        assert list((tmp_path / "clean").glob(".*.spill.tmp")), "rows set aside in a spill file"
+    _three_rounds(w, schema, days, tmp_path / "clean")
     assert sum(w.rows.values()) == 3 * 5 * 40
     parts = w.close()
     assert sorted(p.date for p in parts) == days and {p.final.name for p in parts} == {"stem-0.parquet"}
@@ -196,9 +203,7 @@ def test_writer_busy_dates_bounded_open_files(tmp_path: Path, monkeypatch: pytes
     schema = clean_schema()
     days = [f"2024-01-0{d}" for d in range(1, 6)]
     w = PartitionedParquet(tmp_path / "clean", "stem-0", schema, buffer_bytes=1, max_open=2)
-    for rnd in range(3):
-        w.write_chunk(pa.concat_tables([_day_table(schema, d, 1000 * rnd + 100 * i) for i, d in enumerate(days)]))
-        assert len(w._open) <= 2
+    _three_rounds(w, schema, days)
     parts = w.close()
     names = {p.final.name for p in parts}
     assert "stem-0.parquet" in names and "stem-0-1.parquet" in names
