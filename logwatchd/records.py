@@ -11,7 +11,7 @@ import json
 import math
 import re
 import zoneinfo
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -20,6 +20,11 @@ import orjson
 
 from .errors import ConfigError
 from .reader import JSON_WS
+
+try:  # the common case in C (setup.py builds it; without a compiler, Python does it all)
+    from . import _scan
+except ImportError:  # pragma: no cover - depends on the build
+    _scan = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -321,7 +326,10 @@ class RecordBatcher:
     """Turns numbered raw items (lines or array elements) into a clean table and error lines."""
 
     def __init__(self, source_file: str, timezone_name: str, ingested_at: str,
-                 max_line_bytes: int) -> None:
+                 max_line_bytes: int, scan: bool = True) -> None:
+        """`scan`: JSON Lines take the C path (`_scan`) when it is built; False: Python
+        alone, the reference the C path is tested against."""
+        self.scan = scan
         self.source_file = source_file
         self.zone = None if timezone_name == "UTC" else zoneinfo.ZoneInfo(timezone_name)
         self.timezone_name = timezone_name
@@ -362,10 +370,86 @@ class RecordBatcher:
         """
         if strip_bom and data.startswith(b"\xef\xbb\xbf"):
             data = data[3:]
+        if _scan is not None and self.scan:
+            return self._scan_lines(data, first_line)
         lines = data.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()
         return self._process(lines, first_line, False, has_long_digit_run(data), b"\r" in data)
+
+    def _scan_lines(self, data: bytes, first_line: int) -> tuple[pa.RecordBatch | None, ChunkResult]:
+        """`parse_lines` with the common case in C (`_scan.scan_lines`): the lines it proves
+        valid and ordinary come back as Arrow buffers; every other line, and every line whose
+        timestamp string turns out invalid, goes through `_process`, which decides it exactly.
+        The rows of both are put back in line order."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        assert _scan is not None
+        (rows, ts, str_rows, str_offsets, str_data, str_spans, uid_offsets, uid_data,
+         act_offsets, act_data, attr_valid, attr_nulls, attr_offsets, attr_data, line_nos,
+         slow, _blank) = _scan.scan_lines(data, first_line, self.max_line_bytes, _MIN_S, _MAX_MS,
+                                         _MS_THRESHOLD)
+        left = memoryview(slow).cast("q").tolist()  # (line number, start, end) per line
+        fast = None
+        if rows:
+            buf = pa.py_buffer
+            fast = pa.record_batch([
+                pa.Array.from_buffers(pa.int64(), rows, [None, buf(ts)]),
+                pa.Array.from_buffers(pa.string(), rows, [None, buf(uid_offsets), buf(uid_data)]),
+                pa.Array.from_buffers(pa.string(), rows, [None, buf(act_offsets), buf(act_data)]),
+                pa.Array.from_buffers(pa.string(), rows,
+                                      [buf(attr_valid) if attr_nulls else None, buf(attr_offsets),
+                                       buf(attr_data)], null_count=attr_nulls),
+                pa.Array.from_buffers(pa.int64(), rows, [None, buf(line_nos)]),
+            ], names=["ts", "user_id", "action", "attributes", "source_line"])
+            if str_rows:
+                where = pa.Array.from_buffers(pa.int64(), len(str_rows) // 8, [None, buf(str_rows)])
+                values = pa.Array.from_buffers(pa.string(), len(where),
+                                               [None, buf(str_offsets), buf(str_data)])
+                us, bad = self._string_timestamps(values)
+                mask = pc.is_in(pa.array(range(rows), pa.int64()), value_set=where)
+                fast = fast.set_column(0, "ts", pc.replace_with_mask(fast["ts"], mask, us))
+                if bad:  # the Python path gives their error lines
+                    spans = memoryview(str_spans).cast("q")
+                    keep = [True] * rows
+                    nos = fast["source_line"]
+                    for j, _reason, _field in bad:
+                        row = where[j].as_py()
+                        keep[row] = False
+                        left.extend((nos[row].as_py(), spans[2 * j], spans[2 * j + 1]))
+                    fast = fast.filter(pa.array(keep, pa.bool_()))
+                    rows = fast.num_rows
+                    triples = sorted(zip(left[0::3], left[1::3], left[2::3]))
+                    left = [v for t in triples for v in t]
+        if not left:
+            res = ChunkResult(parsed=rows)
+            res.valid = res.processed = 0 if fast is None else fast.num_rows
+            return self._timestamps_typed(fast), res
+        items = [data[left[k + 1]:left[k + 2]] for k in range(0, len(left), 3)]
+        numbers = left[0::3]
+        slow_batch, res = self._process(items, numbers[0], False,
+                                        any(map(has_long_digit_run, items)),
+                                        any(b"\r" in item for item in items), numbers)
+        res.parsed += rows
+        if fast is None or not fast.num_rows:
+            return slow_batch, res
+        res.valid += fast.num_rows
+        res.processed += fast.num_rows
+        fast = self._timestamps_typed(fast)
+        if slow_batch is None:
+            return fast, res
+        both = pa.Table.from_batches([fast, slow_batch]).combine_chunks()
+        ordered = both.take(pc.sort_indices(both["source_line"]))
+        return ordered.to_batches()[0], res
+
+    @staticmethod
+    def _timestamps_typed(batch: pa.RecordBatch | None) -> pa.RecordBatch | None:
+        import pyarrow as pa
+
+        if batch is None or not batch.num_rows:
+            return None
+        return batch.set_column(0, "ts", batch["ts"].cast(pa.timestamp("us", tz="UTC")))
 
     def parse_elements(self, elements: list[bytes], first_index: int) -> tuple[pa.RecordBatch | None, ChunkResult]:
         """`parse_lines` for array elements (raw JSON text of each), numbered from `first_index`."""
@@ -385,7 +469,9 @@ class RecordBatcher:
         return table, res
 
     def _process(self, items: list[bytes], first: int, array: bool, suspect: bool,
-                 crlf: bool = False) -> tuple[pa.RecordBatch | None, ChunkResult]:
+                 crlf: bool = False, numbers: Sequence[int] | None = None,
+                 ) -> tuple[pa.RecordBatch | None, ChunkResult]:
+        """The per-line step in Python: items numbered from `first`, or by `numbers`."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -396,8 +482,9 @@ class RecordBatcher:
         res = ChunkResult()
         errors = res.error_lines
         error_nos: list[int] = []  # the line number of each error line, to merge late ones
+        nos = numbers if numbers is not None else range(first, first + len(items))
         if items and (crlf or max(map(len, items)) > self.max_line_bytes):
-            items = self._prepare(items, first, errors, error_nos)
+            items = self._prepare(items, nos, errors, error_nos)
         str_ts: list[str] = []
         ts_col: list[int | None] = []
         uid_col: list[str] = []
@@ -413,9 +500,7 @@ class RecordBatcher:
         slow = self._slow_line
         to_us = timestamp_us
         blank = failed = 0
-        line_no = first - 1
-        for raw in items:
-            line_no += 1
+        for line_no, raw in zip(nos, items):
             if not raw:  # an empty line: not through orjson's exception (~1.5 us each)
                 blank += 1
                 continue
@@ -489,12 +574,13 @@ class RecordBatcher:
                 rows = pc.indices_nonzero(pc.is_null(ts_arr)).to_pylist()
                 keep = [True] * len(ts_col)
                 late = []
+                index = {no: k for k, no in enumerate(nos)}
                 for j, reason, fld in bad:
                     row = rows[j]
                     keep[row] = False
                     no = line_col[row]
-                    late.append((no, self.error_line(no, reason, fld,
-                                                     self._raw_text(self._strip_cr(items[no - first]), array))))
+                    raw = self._strip_cr(items[index[no]])
+                    late.append((no, self.error_line(no, reason, fld, self._raw_text(raw, array))))
                 batch = batch.filter(pa.array(keep, pa.bool_()))
                 merged = sorted([*zip(error_nos, errors), *late], key=_first)
                 res.error_lines = errors = [e for _, e in merged]
@@ -505,17 +591,17 @@ class RecordBatcher:
             return None, res
         return batch.set_column(0, "ts", batch["ts"].cast(pa.timestamp("us", tz="UTC"))), res
 
-    def _prepare(self, items: list[bytes], first: int, errors: list[bytes],
+    def _prepare(self, items: list[bytes], numbers: Iterable[int], errors: list[bytes],
                  error_nos: list[int]) -> list[bytes]:
         """Strips one trailing CR per line; over-long lines become errors here, blanks for the loop."""
         out = []
-        for k, raw in enumerate(items):
+        for no, raw in zip(numbers, items):
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
             if len(raw) > self.max_line_bytes:
                 if raw.strip(JSON_WS):
-                    errors.append(self.long_line(first + k, raw, len(raw)))
-                    error_nos.append(first + k)
+                    errors.append(self.long_line(no, raw, len(raw)))
+                    error_nos.append(no)
                 raw = b""  # numbered, but not a record
             out.append(raw)
         return out
@@ -539,7 +625,7 @@ class RecordBatcher:
     def _strip_cr(raw: bytes) -> bytes:
         return raw[:-1] if raw.endswith(b"\r") else raw
 
-    def _string_timestamps(self, values: list[str]) -> tuple[pa.Array, list[tuple[int, str, str | None]]]:
+    def _string_timestamps(self, values: list[str] | pa.Array) -> tuple[pa.Array, list[tuple[int, str, str | None]]]:
         """Epoch microseconds of timestamp strings, and the (index, error) of the invalid ones.
 
         pyarrow decides the strings that are certainly valid ISO-8601 date-times (a pattern
@@ -551,8 +637,8 @@ class RecordBatcher:
         import pyarrow.compute as pc
 
         if len(values) < _COLUMNWISE_MIN:  # a few values: the fixed cost of ~15 kernels dominates
-            return self._python_timestamps(values)
-        arr = pa.array(values, pa.string())
+            return self._python_timestamps(values if isinstance(values, list) else values.to_pylist())
+        arr = pa.array(values, pa.string()) if isinstance(values, list) else values
         us = pa.nulls(len(values), pa.int64())
         zoned = pc.match_substring_regex(arr, _ISO_ZONED)
         if pc.any(zoned).as_py():
@@ -575,7 +661,7 @@ class RecordBatcher:
             zone = self.zone
             for j in pc.indices_nonzero(missing).to_pylist():
                 try:
-                    fixed.append(timestamp_us(values[j], zone))
+                    fixed.append(timestamp_us(arr[j].as_py(), zone))
                 except RecordError as exc:
                     bad.append((j, exc.reason, exc.field))
                     fixed.append(0)  # the row is dropped

@@ -1,0 +1,777 @@
+/* The common case of the record path in C: JSON Lines in, Arrow buffers out.
+ *
+ * scan_lines() walks a block of JSON Lines and takes every line it can prove valid and
+ * ordinary: one JSON object (RFC 8259, UTF-8) with a non-empty string `action`, a `user_id`
+ * that is a non-empty string or an integer, and a `timestamp` that is a string or an
+ * integer epoch within the range the caller gives. For such a line it writes the row's
+ * columns, `attributes` being the other members as compact JSON, byte for byte what
+ * orjson.dumps writes for them. Every other line is handed back by number to the Python
+ * path, which decides it exactly: an invalid line, a float timestamp, a key seen twice, a
+ * `\u` escape, an integer of 19 digits or more, a float whose shortest form may differ
+ * from its text, nesting deeper than MAX_DEPTH. "Not proven" is never "invalid" here: the
+ * Python path gives every verdict and every reason.
+ *
+ * Each column is one growable buffer; no Python object is made per line. The input is
+ * only read, within [data, data + len); every write is bounds-checked by buf_reserve.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_DEPTH 64       /* deeper values go to the Python path */
+#define MAX_KEYS 64        /* members per object checked for duplicates; more go to Python */
+#define MAX_INT_DIGITS 18  /* fits int64, and orjson reads it as an integer */
+#define MAX_FLOAT_DIGITS 15  /* DBL_DIG: such a decimal is its double's shortest form */
+
+typedef struct {
+    char *data;
+    Py_ssize_t len;
+    Py_ssize_t cap;
+} Buf;
+
+static int buf_reserve(Buf *b, Py_ssize_t extra) {
+    if (extra < 0 || b->len > PY_SSIZE_T_MAX - extra) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t need = b->len + extra;
+    if (need <= b->cap)
+        return 0;
+    Py_ssize_t cap = b->cap ? b->cap : 4096;
+    while (cap < need) {
+        if (cap > PY_SSIZE_T_MAX / 2) {
+            cap = need;
+            break;
+        }
+        cap *= 2;
+    }
+    char *p = PyMem_Realloc(b->data, (size_t)cap);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+static int buf_put(Buf *b, const void *src, Py_ssize_t n) {
+    if (buf_reserve(b, n) < 0)
+        return -1;
+    memcpy(b->data + b->len, src, (size_t)n);
+    b->len += n;
+    return 0;
+}
+
+static int buf_byte(Buf *b, char c) { return buf_put(b, &c, 1); }
+
+static int buf_i64(Buf *b, int64_t v) { return buf_put(b, &v, sizeof v); }
+
+static int buf_i32(Buf *b, int32_t v) { return buf_put(b, &v, sizeof v); }
+
+static void buf_free(Buf *b) {
+    PyMem_Free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+/* The result of parsing one value: OK, NOT_PROVEN (the Python path decides), or ERROR
+ * (out of memory: a Python exception is set). */
+enum { OK = 0, NOT_PROVEN = 1, ERROR = -1 };
+
+typedef struct {
+    const unsigned char *p;
+    const unsigned char *end;
+    Buf *out; /* where the value's compact text goes; NULL: nowhere */
+    Buf *dec; /* where the escaped strings of the three fields are decoded */
+} Parser;
+
+/* What a value was, for the three fields whose values become columns. */
+enum { V_OTHER, V_STRING, V_INT };
+
+typedef struct {
+    int kind;
+    const unsigned char *start; /* the string's content (without quotes), or the integer's text */
+    Py_ssize_t len;
+    int64_t integer;
+    int escaped;   /* the string holds an escape */
+    int rewritten; /* ... one that orjson writes differently (\u, \/) */
+    int decoded;   /* its content is in the decoding buffer at `offset`, not at `start` */
+    Py_ssize_t offset;
+} Value;
+
+static inline void skip_ws(Parser *ps) {
+    const unsigned char *p = ps->p, *end = ps->end;
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+        p++;
+    ps->p = p;
+}
+
+static int emit(Parser *ps, const void *src, Py_ssize_t n) {
+    if (ps->out == NULL)
+        return OK;
+    return buf_put(ps->out, src, n) < 0 ? ERROR : OK;
+}
+
+/* One UTF-8 sequence starting at p (its first byte >= 0x80): its length, or 0 if invalid
+ * (overlong forms, surrogates and code points beyond U+10FFFF are invalid). */
+static inline int utf8_length(const unsigned char *p, const unsigned char *end) {
+    unsigned char c = p[0];
+    Py_ssize_t left = end - p;
+    if (c >= 0xC2 && c <= 0xDF) {
+        if (left >= 2 && (p[1] & 0xC0) == 0x80)
+            return 2;
+        return 0;
+    }
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (left < 3 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80)
+            return 0;
+        if (c == 0xE0 && p[1] < 0xA0)
+            return 0; /* overlong */
+        if (c == 0xED && p[1] > 0x9F)
+            return 0; /* a surrogate */
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (left < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80)
+            return 0;
+        if (c == 0xF0 && p[1] < 0x90)
+            return 0; /* overlong */
+        if (c == 0xF4 && p[1] > 0x8F)
+            return 0; /* beyond U+10FFFF */
+        return 4;
+    }
+    return 0;
+}
+
+static int hex4(const unsigned char *p, uint32_t *out) {
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned char c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= (uint32_t)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (uint32_t)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (uint32_t)(c - 'A' + 10);
+        else
+            return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Code point `cp` as orjson writes it in a string (to `canon`: \" \\ \b \t \n \f \r, other
+ * control characters as \u00xx, everything else as UTF-8) and as UTF-8 (to `dec`). */
+static int put_codepoint(Buf *canon, Buf *dec, uint32_t cp) {
+    unsigned char u[4];
+    Py_ssize_t n;
+    if (cp < 0x80) {
+        u[0] = (unsigned char)cp;
+        n = 1;
+    } else if (cp < 0x800) {
+        u[0] = (unsigned char)(0xC0 | (cp >> 6));
+        u[1] = (unsigned char)(0x80 | (cp & 0x3F));
+        n = 2;
+    } else if (cp < 0x10000) {
+        u[0] = (unsigned char)(0xE0 | (cp >> 12));
+        u[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        u[2] = (unsigned char)(0x80 | (cp & 0x3F));
+        n = 3;
+    } else {
+        u[0] = (unsigned char)(0xF0 | (cp >> 18));
+        u[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+        u[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        u[3] = (unsigned char)(0x80 | (cp & 0x3F));
+        n = 4;
+    }
+    if (dec != NULL && buf_put(dec, u, n) < 0)
+        return ERROR;
+    if (canon == NULL)
+        return OK;
+    if (cp >= 0x20 && cp != '"' && cp != '\\')
+        return buf_put(canon, u, n) < 0 ? ERROR : OK;
+    char esc[6] = {'\\', 0, 0, 0, 0, 0};
+    Py_ssize_t m = 2;
+    switch (cp) {
+    case '"': esc[1] = '"'; break;
+    case '\\': esc[1] = '\\'; break;
+    case '\b': esc[1] = 'b'; break;
+    case '\t': esc[1] = 't'; break;
+    case '\n': esc[1] = 'n'; break;
+    case '\f': esc[1] = 'f'; break;
+    case '\r': esc[1] = 'r'; break;
+    default: {
+        static const char digits[] = "0123456789abcdef";
+        esc[1] = 'u';
+        esc[2] = '0';
+        esc[3] = '0';
+        esc[4] = digits[cp >> 4];
+        esc[5] = digits[cp & 0xF];
+        m = 6;
+    }
+    }
+    return buf_put(canon, esc, m) < 0 ? ERROR : OK;
+}
+
+/* The content [p, end) of a string whose escapes are well-formed: written as orjson writes
+ * it (to `canon`, without quotes) and decoded as UTF-8 (to `dec`); either may be NULL.
+ * A lone surrogate is not proven (orjson refuses it). */
+static int rewrite_string(const unsigned char *p, const unsigned char *end, Buf *canon, Buf *dec) {
+    while (p < end) {
+        const unsigned char *run = p;
+        while (p < end && *p != '\\')
+            p++;
+        if (p > run) {
+            if (canon != NULL && buf_put(canon, run, p - run) < 0)
+                return ERROR;
+            if (dec != NULL && buf_put(dec, run, p - run) < 0)
+                return ERROR;
+        }
+        if (p >= end)
+            break;
+        uint32_t cp;
+        unsigned char e = p[1];
+        p += 2;
+        switch (e) {
+        case '"': cp = '"'; break;
+        case '\\': cp = '\\'; break;
+        case '/': cp = '/'; break;
+        case 'b': cp = '\b'; break;
+        case 'f': cp = '\f'; break;
+        case 'n': cp = '\n'; break;
+        case 'r': cp = '\r'; break;
+        case 't': cp = '\t'; break;
+        default: /* 'u', checked by parse_string */
+            hex4(p, &cp);
+            p += 4;
+            if (cp >= 0xDC00 && cp <= 0xDFFF)
+                return NOT_PROVEN;
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                uint32_t low;
+                if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, &low) < 0 ||
+                    low < 0xDC00 || low > 0xDFFF)
+                    return NOT_PROVEN;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+                p += 6;
+            }
+        }
+        int r = put_codepoint(canon, dec, cp);
+        if (r != OK)
+            return r;
+    }
+    return OK;
+}
+
+/* A string at ps->p (which is '"'), written to ps->out as orjson would write it. Its
+ * content goes to v: where it is in the input when it holds no escape, else decoded into
+ * `dec` (v->decoded, at v->start_offset). */
+static int parse_string(Parser *ps, Value *v, Buf *dec) {
+    const unsigned char *start = ps->p + 1, *p = start, *end = ps->end;
+    int escaped = 0, rewrite = 0;
+    for (;;) {
+        if (p >= end)
+            return NOT_PROVEN;
+        unsigned char c = *p;
+        if (c == '"')
+            break;
+        if (c == '\\') {
+            if (p + 1 >= end)
+                return NOT_PROVEN;
+            unsigned char e = p[1];
+            escaped = 1;
+            if (e == 'u') {
+                uint32_t cp;
+                if (end - p < 6 || hex4(p + 2, &cp) < 0)
+                    return NOT_PROVEN;
+                rewrite = 1;
+                p += 6;
+            } else if (e == '/') {
+                rewrite = 1;
+                p += 2;
+            } else if (e == '"' || e == '\\' || e == 'b' || e == 'f' || e == 'n' || e == 'r' ||
+                       e == 't') {
+                p += 2;
+            } else {
+                return NOT_PROVEN;
+            }
+        } else if (c < 0x20) {
+            return NOT_PROVEN; /* a raw control character: not JSON */
+        } else if (c < 0x80) {
+            p++;
+        } else {
+            int n = utf8_length(p, end);
+            if (n == 0)
+                return NOT_PROVEN;
+            p += n;
+        }
+    }
+    if (v != NULL) {
+        v->kind = V_STRING;
+        v->escaped = escaped;
+        v->rewritten = rewrite;
+        v->start = start;
+        v->len = p - start;
+    }
+    if (!rewrite) {
+        if (emit(ps, start - 1, (p - start) + 2) != OK)
+            return ERROR;
+    }
+    if (escaped && (rewrite || (v != NULL && dec != NULL))) {
+        Buf *canon = rewrite ? ps->out : NULL;
+        Py_ssize_t at = dec != NULL && v != NULL ? dec->len : 0;
+        if (canon != NULL && buf_byte(canon, '"') < 0)
+            return ERROR;
+        int r = rewrite_string(start, p, canon, v != NULL ? dec : NULL);
+        if (r != OK)
+            return r;
+        if (canon != NULL && buf_byte(canon, '"') < 0)
+            return ERROR;
+        if (v != NULL && dec != NULL) {
+            v->decoded = 1;
+            v->offset = at;
+            v->len = dec->len - at;
+        }
+    }
+    ps->p = p + 1;
+    return OK;
+}
+
+/* A number: integers of up to MAX_INT_DIGITS digits (not -0), and decimals without an
+ * exponent that are their double's shortest form as orjson writes it ("1.0", "0.25",
+ * "-12.5"; at most MAX_FLOAT_DIGITS digits, no trailing zero but ".0", at least 1e-5). */
+static int parse_number(Parser *ps, Value *v) {
+    const unsigned char *start = ps->p, *p = start, *end = ps->end;
+    int negative = 0;
+    if (p < end && *p == '-') {
+        negative = 1;
+        p++;
+    }
+    const unsigned char *int_start = p;
+    if (p >= end || *p < '0' || *p > '9')
+        return NOT_PROVEN;
+    if (*p == '0') {
+        p++;
+        if (p < end && *p >= '0' && *p <= '9')
+            return NOT_PROVEN; /* a leading zero: not JSON */
+    } else {
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    Py_ssize_t int_digits = p - int_start;
+    if (p < end && (*p == 'e' || *p == 'E'))
+        return NOT_PROVEN;
+    if (p < end && *p == '.') {
+        const unsigned char *frac = ++p;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+        Py_ssize_t frac_digits = p - frac;
+        if (frac_digits == 0 || (p < end && (*p == 'e' || *p == 'E')))
+            return NOT_PROVEN;
+        int zero_int = int_digits == 1 && *int_start == '0';
+        if (frac_digits == 1 && frac[0] == '0') {
+            if (int_digits > MAX_FLOAT_DIGITS)
+                return NOT_PROVEN; /* "N.0": the integer part must be its own shortest form */
+        } else {
+            if (frac[frac_digits - 1] == '0')
+                return NOT_PROVEN; /* a trailing zero: orjson drops it */
+            if ((zero_int ? 0 : int_digits) + frac_digits > MAX_FLOAT_DIGITS)
+                return NOT_PROVEN;
+            if (zero_int) {
+                Py_ssize_t zeros = 0;
+                while (zeros < frac_digits && frac[zeros] == '0')
+                    zeros++;
+                if (zeros > 4)
+                    return NOT_PROVEN; /* below 1e-5: orjson writes an exponent */
+            }
+        }
+        if (v != NULL)
+            v->kind = V_OTHER;
+    } else {
+        if (int_digits > MAX_INT_DIGITS)
+            return NOT_PROVEN;
+        if (negative && int_digits == 1 && *int_start == '0')
+            return NOT_PROVEN; /* -0: orjson writes 0 */
+        if (v != NULL) {
+            int64_t value = 0;
+            for (const unsigned char *q = int_start; q < p; q++)
+                value = value * 10 + (*q - '0');
+            v->kind = V_INT;
+            v->integer = negative ? -value : value;
+            v->start = start;
+            v->len = p - start;
+        }
+    }
+    if (emit(ps, start, p - start) != OK)
+        return ERROR;
+    ps->p = p;
+    return OK;
+}
+
+static int parse_value(Parser *ps, Value *v, int depth);
+
+/* Whether the key [k, k + n) (its text between the quotes) is among the first `count`. */
+static int seen_key(const unsigned char **keys, const Py_ssize_t *lens, int count,
+                    const unsigned char *k, Py_ssize_t n) {
+    for (int i = 0; i < count; i++)
+        if (lens[i] == n && memcmp(keys[i], k, (size_t)n) == 0)
+            return 1;
+    return 0;
+}
+
+/* A nested object or array, written compactly. Keys are compared as written: with only the
+ * escapes parse_string proves, two keys are equal exactly when their texts are. */
+static int parse_container(Parser *ps, int depth) {
+    if (depth > MAX_DEPTH)
+        return NOT_PROVEN;
+    int object = *ps->p == '{';
+    char close = object ? '}' : ']';
+    const unsigned char *keys[MAX_KEYS];
+    Py_ssize_t lens[MAX_KEYS];
+    int count = 0;
+    int r;
+    if ((r = emit(ps, ps->p, 1)) != OK)
+        return r;
+    ps->p++;
+    skip_ws(ps);
+    if (ps->p < ps->end && *ps->p == (unsigned char)close) {
+        ps->p++;
+        return emit(ps, &close, 1);
+    }
+    for (;;) {
+        if (object) {
+            if (ps->p >= ps->end || *ps->p != '"' || count == MAX_KEYS)
+                return NOT_PROVEN;
+            Value key;
+            if ((r = parse_string(ps, &key, NULL)) != OK)
+                return r;
+            if (key.rewritten)
+                return NOT_PROVEN; /* compared as written below */
+            if (seen_key(keys, lens, count, key.start, key.len))
+                return NOT_PROVEN; /* the last one wins in the Python path */
+            keys[count] = key.start;
+            lens[count] = key.len;
+            count++;
+            skip_ws(ps);
+            if (ps->p >= ps->end || *ps->p != ':')
+                return NOT_PROVEN;
+            if ((r = emit(ps, ":", 1)) != OK)
+                return r;
+            ps->p++;
+            skip_ws(ps);
+        }
+        if ((r = parse_value(ps, NULL, depth + 1)) != OK)
+            return r;
+        skip_ws(ps);
+        if (ps->p >= ps->end)
+            return NOT_PROVEN;
+        if (*ps->p == ',') {
+            if ((r = emit(ps, ",", 1)) != OK)
+                return r;
+            ps->p++;
+            skip_ws(ps);
+            continue;
+        }
+        if (*ps->p == (unsigned char)close) {
+            ps->p++;
+            return emit(ps, &close, 1);
+        }
+        return NOT_PROVEN;
+    }
+}
+
+static int literal(Parser *ps, const char *word, Py_ssize_t n) {
+    if (ps->end - ps->p < n || memcmp(ps->p, word, (size_t)n) != 0)
+        return NOT_PROVEN;
+    int r = emit(ps, word, n);
+    ps->p += n;
+    return r;
+}
+
+static int parse_value(Parser *ps, Value *v, int depth) {
+    if (v != NULL)
+        v->kind = V_OTHER;
+    if (ps->p >= ps->end)
+        return NOT_PROVEN;
+    switch (*ps->p) {
+    case '"':
+        return parse_string(ps, v, ps->dec);
+    case '{':
+    case '[':
+        return parse_container(ps, depth);
+    case 't':
+        return literal(ps, "true", 4);
+    case 'f':
+        return literal(ps, "false", 5);
+    case 'n':
+        return literal(ps, "null", 4);
+    default:
+        return parse_number(ps, v);
+    }
+}
+
+typedef struct {
+    Buf ts, str_rows, str_offsets, str_data, str_spans;
+    Buf uid_offsets, uid_data, act_offsets, act_data;
+    Buf attr_offsets, attr_data, attr_valid;
+    Buf lines, slow;
+    Buf scratch; /* the decoded strings of the three fields of the line at hand */
+    Py_ssize_t rows, attr_nulls, blank;
+    int64_t min_epoch, max_epoch, ms_threshold;
+} Out;
+
+/* A string value's content: in the input, or decoded in the scratch buffer. */
+static const unsigned char *content(Out *o, const Value *v) {
+    return v->decoded ? (const unsigned char *)o->scratch.data + v->offset : v->start;
+}
+
+static int key_is(const Value *k, const char *word, Py_ssize_t n) {
+    return k->len == n && memcmp(k->start, word, (size_t)n) == 0;
+}
+
+static int put_string_column(Buf *offsets, Buf *data, const unsigned char *s, Py_ssize_t n) {
+    if (buf_put(data, s, n) < 0)
+        return -1;
+    if (data->len > INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "a block's column is over 2 GiB");
+        return -1;
+    }
+    return buf_i32(offsets, (int32_t)data->len);
+}
+
+/* One line [p, end): OK (a row was written), NOT_PROVEN (nothing was written), ERROR. */
+static int scan_line(Out *o, const unsigned char *p, const unsigned char *end,
+                     const unsigned char *base, int64_t line_no) {
+    Buf *attrs = &o->attr_data;
+    Py_ssize_t attr_start = attrs->len;
+    Parser ps = {p, end, attrs, &o->scratch};
+    o->scratch.len = 0;
+    Value ts = {0}, uid = {0}, act = {0};
+    int have_ts = 0, have_uid = 0, have_act = 0, members = 0;
+    const unsigned char *keys[MAX_KEYS];
+    Py_ssize_t lens[MAX_KEYS];
+    int count = 0;
+    int r = NOT_PROVEN;
+
+    skip_ws(&ps);
+    if (ps.p >= ps.end || *ps.p != '{')
+        goto not_proven;
+    ps.p++;
+    skip_ws(&ps);
+    if (ps.p < ps.end && *ps.p == '}') {
+        ps.p++;
+    } else {
+        for (;;) {
+            if (ps.p >= ps.end || *ps.p != '"' || count == MAX_KEYS)
+                goto not_proven;
+            Value key;
+            ps.out = NULL;
+            if ((r = parse_string(&ps, &key, NULL)) != OK)
+                goto fail;
+            if (key.rewritten || seen_key(keys, lens, count, key.start, key.len)) {
+                r = NOT_PROVEN;
+                goto fail;
+            }
+            keys[count] = key.start;
+            lens[count] = key.len;
+            count++;
+            skip_ws(&ps);
+            if (ps.p >= ps.end || *ps.p != ':')
+                goto not_proven;
+            ps.p++;
+            skip_ws(&ps);
+            Value *field = NULL;
+            if (key_is(&key, "timestamp", 9)) {
+                field = &ts;
+                have_ts = 1;
+            } else if (key_is(&key, "user_id", 7)) {
+                field = &uid;
+                have_uid = 1;
+            } else if (key_is(&key, "action", 6)) {
+                field = &act;
+                have_act = 1;
+            }
+            if (field != NULL) {
+                ps.out = NULL;
+                if ((r = parse_value(&ps, field, 1)) != OK)
+                    goto fail;
+            } else {
+                ps.out = attrs;
+                if (buf_byte(attrs, members ? ',' : '{') < 0 ||
+                    buf_put(attrs, key.start - 1, key.len + 2) < 0 || buf_byte(attrs, ':') < 0) {
+                    r = ERROR;
+                    goto fail;
+                }
+                if ((r = parse_value(&ps, NULL, 1)) != OK)
+                    goto fail;
+                members++;
+            }
+            skip_ws(&ps);
+            if (ps.p >= ps.end)
+                goto not_proven;
+            if (*ps.p == ',') {
+                ps.p++;
+                skip_ws(&ps);
+                continue;
+            }
+            if (*ps.p == '}') {
+                ps.p++;
+                break;
+            }
+            goto not_proven;
+        }
+    }
+    skip_ws(&ps);
+    if (ps.p != ps.end)
+        goto not_proven; /* something after the object */
+    /* The three fields, as the Python path's single test for a valid record. */
+    if (!have_ts || !have_uid || !have_act)
+        goto not_proven;
+    if (act.kind != V_STRING || act.len == 0)
+        goto not_proven;
+    if (!((uid.kind == V_STRING && uid.len > 0) || uid.kind == V_INT))
+        goto not_proven;
+    const unsigned char *act_text = content(o, &act), *uid_text = content(o, &uid);
+    int64_t us = 0;
+    if (ts.kind == V_INT) {
+        if (ts.integer < o->min_epoch || ts.integer > o->max_epoch)
+            goto not_proven;
+        us = ts.integer > o->ms_threshold ? ts.integer * 1000 : ts.integer * 1000000;
+    } else if (ts.kind == V_STRING) {
+        if (buf_i64(&o->str_rows, o->rows) < 0 ||
+            put_string_column(&o->str_offsets, &o->str_data, content(o, &ts), ts.len) < 0 ||
+            buf_i64(&o->str_spans, p - base) < 0 || buf_i64(&o->str_spans, end - base) < 0)
+            return ERROR;
+    } else {
+        goto not_proven;
+    }
+    /* The row. */
+    if (members) {
+        if (buf_byte(attrs, '}') < 0)
+            return ERROR;
+    }
+    if (attrs->len > INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "a block's column is over 2 GiB");
+        return ERROR;
+    }
+    Py_ssize_t row = o->rows;
+    if ((row & 7) == 0 && buf_byte(&o->attr_valid, 0) < 0)
+        return ERROR;
+    if (members)
+        o->attr_valid.data[row >> 3] |= (char)(1 << (row & 7));
+    else
+        o->attr_nulls++;
+    if (buf_i32(&o->attr_offsets, (int32_t)attrs->len) < 0 || buf_i64(&o->ts, us) < 0 ||
+        put_string_column(&o->uid_offsets, &o->uid_data, uid_text, uid.len) < 0 ||
+        put_string_column(&o->act_offsets, &o->act_data, act_text, act.len) < 0 ||
+        buf_i64(&o->lines, line_no) < 0)
+        return ERROR;
+    o->rows++;
+    return OK;
+
+not_proven:
+    r = NOT_PROVEN;
+fail:
+    attrs->len = attr_start;
+    return r;
+}
+
+static PyObject *as_bytes(Buf *b) {
+    return PyBytes_FromStringAndSize(b->data ? b->data : "", b->len);
+}
+
+PyDoc_STRVAR(scan_lines_doc,
+"scan_lines(data, first_line, max_line_bytes, min_epoch, max_epoch, ms_threshold) -> tuple\n\n"
+"The rows of the lines of `data` that are proven valid and ordinary, as Arrow buffers, and\n"
+"the lines left to the Python path. Returns (rows, ts, str_rows, str_offsets, str_data,\n"
+"str_spans, uid_offsets, uid_data, act_offsets, act_data, attr_valid, attr_nulls,\n"
+"attr_offsets, attr_data, lines, slow, blank): int64 buffers but offsets (int32); `slow`\n"
+"holds (line number, start, end) per line left; `blank` counts lines of whitespace.");
+
+static PyObject *scan_lines(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    long long first_line, min_epoch, max_epoch, ms_threshold;
+    Py_ssize_t max_line_bytes;
+    if (!PyArg_ParseTuple(args, "y*LnLLL", &view, &first_line, &max_line_bytes, &min_epoch,
+                          &max_epoch, &ms_threshold))
+        return NULL;
+    Out o;
+    memset(&o, 0, sizeof o);
+    o.min_epoch = min_epoch;
+    o.max_epoch = max_epoch;
+    o.ms_threshold = ms_threshold;
+    /* Epochs times 10^6 must not overflow: the caller's range is within years 0001-9999. */
+    if (min_epoch < -(INT64_MAX / 1000000) || max_epoch > INT64_MAX / 1000) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "epoch range too wide");
+        return NULL;
+    }
+    PyObject *result = NULL;
+    const unsigned char *base = view.buf, *p = base, *end = base + view.len;
+    int64_t line_no = first_line;
+    if (buf_i32(&o.str_offsets, 0) < 0 || buf_i32(&o.uid_offsets, 0) < 0 ||
+        buf_i32(&o.act_offsets, 0) < 0 || buf_i32(&o.attr_offsets, 0) < 0)
+        goto done;
+    while (p < end) {
+        const unsigned char *nl = memchr(p, '\n', (size_t)(end - p));
+        const unsigned char *line_end = nl ? nl : end;
+        const unsigned char *q = p;
+        while (q < line_end && (*q == ' ' || *q == '\t' || *q == '\r'))
+            q++;
+        if (q == line_end) {
+            o.blank++;
+        } else {
+            int r = NOT_PROVEN;
+            if (line_end - p <= max_line_bytes)
+                r = scan_line(&o, p, line_end, base, line_no);
+            if (r == ERROR)
+                goto done;
+            if (r == NOT_PROVEN &&
+                (buf_i64(&o.slow, line_no) < 0 || buf_i64(&o.slow, p - base) < 0 ||
+                 buf_i64(&o.slow, line_end - base) < 0))
+                goto done;
+        }
+        line_no++;
+        p = nl ? nl + 1 : end;
+    }
+    result = Py_BuildValue("(nNNNNNNNNNNnNNNNn)", o.rows, as_bytes(&o.ts), as_bytes(&o.str_rows),
+                           as_bytes(&o.str_offsets), as_bytes(&o.str_data),
+                           as_bytes(&o.str_spans), as_bytes(&o.uid_offsets),
+                           as_bytes(&o.uid_data), as_bytes(&o.act_offsets),
+                           as_bytes(&o.act_data), as_bytes(&o.attr_valid), o.attr_nulls,
+                           as_bytes(&o.attr_offsets), as_bytes(&o.attr_data),
+                           as_bytes(&o.lines), as_bytes(&o.slow), o.blank);
+done:
+    buf_free(&o.ts);
+    buf_free(&o.str_rows);
+    buf_free(&o.str_offsets);
+    buf_free(&o.str_data);
+    buf_free(&o.str_spans);
+    buf_free(&o.uid_offsets);
+    buf_free(&o.uid_data);
+    buf_free(&o.act_offsets);
+    buf_free(&o.act_data);
+    buf_free(&o.attr_offsets);
+    buf_free(&o.attr_data);
+    buf_free(&o.attr_valid);
+    buf_free(&o.lines);
+    buf_free(&o.slow);
+    buf_free(&o.scratch);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"scan_lines", scan_lines, METH_VARARGS, scan_lines_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "logwatchd._scan",
+    "The common case of the record path in C (see scan_lines).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__scan(void) { return PyModule_Create(&module); }
