@@ -513,14 +513,86 @@ static int parse_value(Parser *ps, Value *v, int depth) {
 }
 
 typedef struct {
-    Buf ts, str_rows, str_offsets, str_data, str_spans;
+    Buf ts, ts_valid, str_offsets, str_data, str_spans;
     Buf uid_offsets, uid_data, act_offsets, act_data;
     Buf attr_offsets, attr_data, attr_valid;
     Buf lines, slow;
     Buf scratch; /* the decoded strings of the three fields of the line at hand */
-    Py_ssize_t rows, attr_nulls, blank;
-    int64_t min_epoch, max_epoch, ms_threshold;
+    Py_ssize_t rows, attr_nulls, ts_nulls, blank;
+    int64_t min_epoch, max_epoch, ms_threshold, min_us, max_us;
+    int naive_utc;
 } Out;
+
+static int two_digits(const unsigned char *p, int *out) {
+    if (p[0] < '0' || p[0] > '9' || p[1] < '0' || p[1] > '9')
+        return -1;
+    *out = (p[0] - '0') * 10 + (p[1] - '0');
+    return 0;
+}
+
+/* Days from 1970-01-01 to a date of the proleptic Gregorian calendar (H. Hinnant's method). */
+static int64_t days_from_civil(int y, int m, int d) {
+    y -= m <= 2;
+    int era = (y >= 0 ? y : y - 399) / 400;
+    int yoe = y - era * 400;
+    int doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return (int64_t)era * 146097 + doe - 719468;
+}
+
+/* A timestamp string of the one shape whose instant is certain, as records.py's _ISO_ZONED
+ * (and _ISO_NAIVE when naive times are read in UTC) accept it:
+ * YYYY-MM-DD[T ]HH:MM:SS[.f{1,6}][Z|+HH:MM|-HH:MM], a real calendar date, year >= 1.
+ * Sets its epoch microseconds and returns 1; 0 leaves the string to the Python path. */
+static int iso_us(const unsigned char *s, Py_ssize_t n, int naive_utc, int64_t *out) {
+    int yh, yl, mo, d, h, mi, se;
+    if (n < 19 || two_digits(s, &yh) || two_digits(s + 2, &yl) || s[4] != '-' ||
+        two_digits(s + 5, &mo) || s[7] != '-' || two_digits(s + 8, &d) ||
+        (s[10] != 'T' && s[10] != ' ') || two_digits(s + 11, &h) || s[13] != ':' ||
+        two_digits(s + 14, &mi) || s[16] != ':' || two_digits(s + 17, &se))
+        return 0;
+    int y = yh * 100 + yl;
+    static const int month_days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (y < 1 || mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || se > 59)
+        return 0;
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (d > month_days[mo - 1] + (mo == 2 && leap))
+        return 0;
+    Py_ssize_t i = 19;
+    int64_t frac = 0;
+    if (i < n && s[i] == '.') {
+        int k = 0;
+        for (i++; i < n && s[i] >= '0' && s[i] <= '9'; i++, k++) {
+            if (k == 6)
+                return 0; /* more than microseconds */
+            frac = frac * 10 + (s[i] - '0');
+        }
+        if (k == 0)
+            return 0;
+        for (; k < 6; k++)
+            frac *= 10;
+    }
+    int64_t offset = 0;
+    if (i == n) {
+        if (!naive_utc)
+            return 0; /* a local time in another zone */
+    } else if (s[i] == 'Z' && i + 1 == n) {
+        offset = 0;
+    } else if ((s[i] == '+' || s[i] == '-') && i + 6 == n) {
+        int oh, om;
+        if (two_digits(s + i + 1, &oh) || s[i + 3] != ':' || two_digits(s + i + 4, &om) ||
+            oh > 23 || om > 59)
+            return 0;
+        offset = (int64_t)(oh * 60 + om) * 60;
+        if (s[i] == '-')
+            offset = -offset;
+    } else {
+        return 0;
+    }
+    int64_t seconds = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - offset;
+    *out = seconds * 1000000 + frac;
+    return 1;
+}
 
 /* A string value's content: in the input, or decoded in the scratch buffer. */
 static const unsigned char *content(Out *o, const Value *v) {
@@ -635,15 +707,20 @@ static int scan_line(Out *o, const unsigned char *p, const unsigned char *end,
         goto not_proven;
     const unsigned char *act_text = content(o, &act), *uid_text = content(o, &uid);
     int64_t us = 0;
+    int ts_known = 1; /* else a string converted by the Python path (null here) */
     if (ts.kind == V_INT) {
         if (ts.integer < o->min_epoch || ts.integer > o->max_epoch)
             goto not_proven;
         us = ts.integer > o->ms_threshold ? ts.integer * 1000 : ts.integer * 1000000;
     } else if (ts.kind == V_STRING) {
-        if (buf_i64(&o->str_rows, o->rows) < 0 ||
-            put_string_column(&o->str_offsets, &o->str_data, content(o, &ts), ts.len) < 0 ||
-            buf_i64(&o->str_spans, p - base) < 0 || buf_i64(&o->str_spans, end - base) < 0)
-            return ERROR;
+        const unsigned char *text = content(o, &ts);
+        if (!iso_us(text, ts.len, o->naive_utc, &us) || us < o->min_us || us > o->max_us) {
+            ts_known = 0;
+            us = 0;
+            if (put_string_column(&o->str_offsets, &o->str_data, text, ts.len) < 0 ||
+                buf_i64(&o->str_spans, p - base) < 0 || buf_i64(&o->str_spans, end - base) < 0)
+                return ERROR;
+        }
     } else {
         goto not_proven;
     }
@@ -657,12 +734,16 @@ static int scan_line(Out *o, const unsigned char *p, const unsigned char *end,
         return ERROR;
     }
     Py_ssize_t row = o->rows;
-    if ((row & 7) == 0 && buf_byte(&o->attr_valid, 0) < 0)
+    if ((row & 7) == 0 && (buf_byte(&o->attr_valid, 0) < 0 || buf_byte(&o->ts_valid, 0) < 0))
         return ERROR;
     if (members)
         o->attr_valid.data[row >> 3] |= (char)(1 << (row & 7));
     else
         o->attr_nulls++;
+    if (ts_known)
+        o->ts_valid.data[row >> 3] |= (char)(1 << (row & 7));
+    else
+        o->ts_nulls++;
     if (buf_i32(&o->attr_offsets, (int32_t)attrs->len) < 0 || buf_i64(&o->ts, us) < 0 ||
         put_string_column(&o->uid_offsets, &o->uid_data, uid_text, uid.len) < 0 ||
         put_string_column(&o->act_offsets, &o->act_data, act_text, act.len) < 0 ||
@@ -683,25 +764,35 @@ static PyObject *as_bytes(Buf *b) {
 }
 
 PyDoc_STRVAR(scan_lines_doc,
-"scan_lines(data, first_line, max_line_bytes, min_epoch, max_epoch, ms_threshold) -> tuple\n\n"
-"The rows of the lines of `data` that are proven valid and ordinary, as Arrow buffers, and\n"
-"the lines left to the Python path. Returns (rows, ts, str_rows, str_offsets, str_data,\n"
-"str_spans, uid_offsets, uid_data, act_offsets, act_data, attr_valid, attr_nulls,\n"
-"attr_offsets, attr_data, lines, slow, blank): int64 buffers but offsets (int32); `slow`\n"
-"holds (line number, start, end) per line left; `blank` counts lines of whitespace.");
+"scan_lines(data, first_line, max_line_bytes, min_epoch, max_epoch, ms_threshold, min_us,\n"
+"           max_us, naive_utc) -> dict\n\n"
+"The lines of `data` (numbered from `first_line`) that are proven valid and ordinary, as\n"
+"Arrow buffers, and the lines left to the Python path.\n\n"
+"Integer timestamps in [min_epoch, max_epoch] are seconds, or milliseconds above\n"
+"ms_threshold; ISO-8601 strings of the certain shape whose instant is in [min_us, max_us]\n"
+"are converted (naive ones only with naive_utc); other strings are left for the Python path\n"
+"to convert (null in `ts`, their text in `str_*`, their line's [start, end) in `str_spans`).\n\n"
+"Keys: rows; ts, ts_valid, ts_nulls; str_offsets, str_data, str_spans; uid_offsets,\n"
+"uid_data; act_offsets, act_data; attr_valid, attr_nulls, attr_offsets, attr_data; lines\n"
+"(line numbers); slow ((line number, start, end) per line left to Python); blank (lines\n"
+"of whitespace only). Buffers hold int64 but offsets (int32) and validity bitmaps.");
 
 static PyObject *scan_lines(PyObject *self, PyObject *args) {
     Py_buffer view;
-    long long first_line, min_epoch, max_epoch, ms_threshold;
+    long long first_line, min_epoch, max_epoch, ms_threshold, min_us, max_us;
     Py_ssize_t max_line_bytes;
-    if (!PyArg_ParseTuple(args, "y*LnLLL", &view, &first_line, &max_line_bytes, &min_epoch,
-                          &max_epoch, &ms_threshold))
+    int naive_utc;
+    if (!PyArg_ParseTuple(args, "y*LnLLLLLp", &view, &first_line, &max_line_bytes, &min_epoch,
+                          &max_epoch, &ms_threshold, &min_us, &max_us, &naive_utc))
         return NULL;
     Out o;
     memset(&o, 0, sizeof o);
     o.min_epoch = min_epoch;
     o.max_epoch = max_epoch;
     o.ms_threshold = ms_threshold;
+    o.min_us = min_us;
+    o.max_us = max_us;
+    o.naive_utc = naive_utc;
     /* Epochs times 10^6 must not overflow: the caller's range is within years 0001-9999. */
     if (min_epoch < -(INT64_MAX / 1000000) || max_epoch > INT64_MAX / 1000) {
         PyBuffer_Release(&view);
@@ -736,16 +827,19 @@ static PyObject *scan_lines(PyObject *self, PyObject *args) {
         line_no++;
         p = nl ? nl + 1 : end;
     }
-    result = Py_BuildValue("(nNNNNNNNNNNnNNNNn)", o.rows, as_bytes(&o.ts), as_bytes(&o.str_rows),
-                           as_bytes(&o.str_offsets), as_bytes(&o.str_data),
-                           as_bytes(&o.str_spans), as_bytes(&o.uid_offsets),
-                           as_bytes(&o.uid_data), as_bytes(&o.act_offsets),
-                           as_bytes(&o.act_data), as_bytes(&o.attr_valid), o.attr_nulls,
-                           as_bytes(&o.attr_offsets), as_bytes(&o.attr_data),
-                           as_bytes(&o.lines), as_bytes(&o.slow), o.blank);
+    result = Py_BuildValue(
+        "{s:n,s:N,s:N,s:n,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:n,s:N,s:N,s:N,s:N,s:n}",
+        "rows", o.rows, "ts", as_bytes(&o.ts), "ts_valid", as_bytes(&o.ts_valid),
+        "ts_nulls", o.ts_nulls, "str_offsets", as_bytes(&o.str_offsets),
+        "str_data", as_bytes(&o.str_data), "str_spans", as_bytes(&o.str_spans),
+        "uid_offsets", as_bytes(&o.uid_offsets), "uid_data", as_bytes(&o.uid_data),
+        "act_offsets", as_bytes(&o.act_offsets), "act_data", as_bytes(&o.act_data),
+        "attr_valid", as_bytes(&o.attr_valid), "attr_nulls", o.attr_nulls,
+        "attr_offsets", as_bytes(&o.attr_offsets), "attr_data", as_bytes(&o.attr_data),
+        "lines", as_bytes(&o.lines), "slow", as_bytes(&o.slow), "blank", o.blank);
 done:
     buf_free(&o.ts);
-    buf_free(&o.str_rows);
+    buf_free(&o.ts_valid);
     buf_free(&o.str_offsets);
     buf_free(&o.str_data);
     buf_free(&o.str_spans);

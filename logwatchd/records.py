@@ -386,36 +386,38 @@ class RecordBatcher:
         import pyarrow.compute as pc
 
         assert _scan is not None
-        (rows, ts, str_rows, str_offsets, str_data, str_spans, uid_offsets, uid_data,
-         act_offsets, act_data, attr_valid, attr_nulls, attr_offsets, attr_data, line_nos,
-         slow, _blank) = _scan.scan_lines(data, first_line, self.max_line_bytes, _MIN_S, _MAX_MS,
-                                         _MS_THRESHOLD)
-        left = memoryview(slow).cast("q").tolist()  # (line number, start, end) per line
+        r = _scan.scan_lines(data, first_line, self.max_line_bytes, _MIN_S, _MAX_MS, _MS_THRESHOLD,
+                             SAFE_MIN_US, SAFE_MAX_US, self.zone is None)
+        rows = r["rows"]
+        left = memoryview(r["slow"]).cast("q").tolist()  # (line number, start, end) per line
         fast = None
         if rows:
             buf = pa.py_buffer
+            ts = pa.Array.from_buffers(pa.int64(), rows, [buf(r["ts_valid"]) if r["ts_nulls"] else None,
+                                                          buf(r["ts"])], null_count=r["ts_nulls"])
             fast = pa.record_batch([
-                pa.Array.from_buffers(pa.int64(), rows, [None, buf(ts)]),
-                pa.Array.from_buffers(pa.string(), rows, [None, buf(uid_offsets), buf(uid_data)]),
-                pa.Array.from_buffers(pa.string(), rows, [None, buf(act_offsets), buf(act_data)]),
+                ts,
+                pa.Array.from_buffers(pa.string(), rows, [None, buf(r["uid_offsets"]), buf(r["uid_data"])]),
+                pa.Array.from_buffers(pa.string(), rows, [None, buf(r["act_offsets"]), buf(r["act_data"])]),
                 pa.Array.from_buffers(pa.string(), rows,
-                                      [buf(attr_valid) if attr_nulls else None, buf(attr_offsets),
-                                       buf(attr_data)], null_count=attr_nulls),
-                pa.Array.from_buffers(pa.int64(), rows, [None, buf(line_nos)]),
+                                      [buf(r["attr_valid"]) if r["attr_nulls"] else None,
+                                       buf(r["attr_offsets"]), buf(r["attr_data"])],
+                                      null_count=r["attr_nulls"]),
+                pa.Array.from_buffers(pa.int64(), rows, [None, buf(r["lines"])]),
             ], names=["ts", "user_id", "action", "attributes", "source_line"])
-            if str_rows:
-                where = pa.Array.from_buffers(pa.int64(), len(str_rows) // 8, [None, buf(str_rows)])
-                values = pa.Array.from_buffers(pa.string(), len(where),
-                                               [None, buf(str_offsets), buf(str_data)])
+            if r["ts_nulls"]:  # timestamp strings of other shapes: converted here
+                values = pa.Array.from_buffers(pa.string(), r["ts_nulls"],
+                                               [None, buf(r["str_offsets"]), buf(r["str_data"])])
                 us, bad = self._string_timestamps(values)
-                mask = pc.is_in(pa.array(range(rows), pa.int64()), value_set=where)
-                fast = fast.set_column(0, "ts", pc.replace_with_mask(fast["ts"], mask, us))
+                missing = pc.is_null(ts)
+                fast = fast.set_column(0, "ts", pc.replace_with_mask(ts, missing, us))
                 if bad:  # the Python path gives their error lines
-                    spans = memoryview(str_spans).cast("q")
+                    spans = memoryview(r["str_spans"]).cast("q")
+                    where = pc.indices_nonzero(missing).to_pylist()
                     keep = [True] * rows
                     nos = fast["source_line"]
                     for j, _reason, _field in bad:
-                        row = where[j].as_py()
+                        row = where[j]
                         keep[row] = False
                         left.extend((nos[row].as_py(), spans[2 * j], spans[2 * j + 1]))
                     fast = fast.filter(pa.array(keep, pa.bool_()))

@@ -222,3 +222,53 @@ def test_nesting_as_deep_as_a_line_allows_is_left_to_the_python_path() -> None:
     deep = line(rest=',"d":' + "[" * 400_000 + "]" * 400_000)
     table, errors, _counts = both(deep + b"\n" + line() + b"\n", max_line=1 << 21)
     assert table is not None and table.num_rows == 1 and len(errors) == 1
+
+
+def _timestamp_text(parts: tuple[int, int, int, int, int, int, str, str, str]) -> str:
+    y, mo, d, h, mi, s, sep, frac, zone = parts
+    return f"{y:04d}-{mo:02d}-{d:02d}{sep}{h:02d}:{mi:02d}:{s:02d}{frac}{zone}"
+
+
+ISO_PARTS = st.tuples(
+    st.sampled_from([0, 1, 2, 4, 100, 1582, 1600, 1900, 1969, 1970, 2000, 2024, 2100, 2400, 9998, 9999])
+    | st.integers(0, 9999),
+    st.integers(1, 12) | st.integers(0, 13), st.integers(1, 31) | st.integers(0, 32),
+    st.integers(0, 23) | st.just(24), st.integers(0, 59) | st.just(60), st.integers(0, 59) | st.just(60),
+    st.sampled_from(["T", " ", "t", "_"]),
+    st.sampled_from(["", ".", ".5", ".123", ".123456", ".1234567", ".12345678", ",5"]),
+    st.sampled_from(["", "Z", "z", "+00:00", "-00:00", "+05:30", "-12:00", "+23:59", "+24:00",
+                     "-03:60", "+0530", "+05", "UTC"]))
+
+
+FILLER = [line(ts=f'"2024-05-{d:02d}T10:00:00Z"') for d in range(1, 29)] * 10  # 280 valid
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(ISO_PARTS, min_size=1, max_size=20), st.sampled_from(["UTC", "America/St_Johns"]))
+def test_iso_timestamps_convert_as_the_python_path_does(parts: list[Any], zone: str) -> None:
+    """Alone (timestamp_us one by one) and among 280 others (pyarrow's column-wise path)."""
+    rows = [line(ts=json.dumps(_timestamp_text(p))) for p in parts]
+    both(b"\n".join(rows) + b"\n", zone=zone)
+    both(b"\n".join(FILLER + rows) + b"\n", zone=zone)
+
+
+ISO_EDGES = [
+    "1900-02-29T00:00:00Z", "2100-02-29 00:00:00", "2000-02-29T00:00:00Z", "2024-02-29T23:59:59Z",
+    "2023-02-29T00:00:00Z", "2024-04-31T00:00:00Z", "2024-06-30T00:00:00Z", "2024-12-31T23:59:59Z",
+    "0000-01-01T00:00:00Z", "0000-06-01T00:00:00Z", "0001-01-01T00:00:00Z", "0001-01-03T00:00:00Z",
+    "9999-12-29T00:00:00Z", "9999-12-31T23:59:59.999999Z", "1969-12-31T23:59:59.999999Z",
+    "2024-01-01T00:00:00.Z", "2024-01-01T00:00:00.", "2024-01-01T00:00:00.1234567Z",
+    "2024-01-01T00:00:00.000001+00:00", "2024-01-01T00:00:00+23:59", "2024-01-01T00:00:00-23:59",
+    "2024-01-01T00:00:00+24:00", "2024-01-01T00:00:00+05:60", "2024-01-01T00:00:00-05:30",
+    "2024-01-01T24:00:00Z", "2024-01-01T23:60:00Z", "2024-01-01T23:59:60Z", "2024-01-01t00:00:00Z",
+    "2024-01-01T00:00:00z", "2024-1-01T00:00:00Z", "+2024-01-01T00:00:00Z", "2024-01-01T00:00Z",
+    "2024-01-01T00:00:00+0530", "2024-01-01T00:00:00 Z", "2024-01-01", "2024-01-01T00:00:00ZZ",
+    "２０２４-01-01T00:00:00Z", "2024-01-01T00:00:00.５Z",
+]
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/St_Johns"])
+def test_iso_edges(zone: str) -> None:
+    rows = [line(ts=json.dumps(t, ensure_ascii=False)) for t in ISO_EDGES]
+    both(b"\n".join(rows) + b"\n", zone=zone)
+    both(b"\n".join(FILLER + rows) + b"\n", zone=zone)
