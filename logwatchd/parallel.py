@@ -370,8 +370,10 @@ class PoolRunner:
             for seq, chunk in enumerate(chunks):
                 chunk = _as_span(chunk) if self.spans_ok else _with_data(chunk)
                 # A chunk that carries its bytes (gzip, arrays) is held here and in the
-                # queue until a worker takes it: one in flight per worker, not two.
-                while sum(load) >= (2 if is_span(chunk) else 1) * self.n:
+                # queue until a worker takes it: one in flight per worker, and one more
+                # queued so that a worker finishing a chunk does not wait for the next to
+                # be inflated and sent (gzip one-year: 5.4 s -> 4.7 s; +4 MB).
+                while sum(load) >= (2 * self.n if is_span(chunk) else self.n + 1):
                     self._receive(load, done)
                     while next_seq in done:
                         yield done.pop(next_seq)
