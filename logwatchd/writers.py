@@ -94,6 +94,9 @@ SHARE_MIN_DATES = 64
 # Rows per record batch of a spill file: while its dates are written, one batch of each
 # run set aside (each time the buffer was) is held, ~150 KB.
 SPILL_BATCH_ROWS = 512
+# A spill file is written plain up to this size, then compressed with LZ4: the first is
+# cheaper in CPU (one-year 1M lines ~10 % faster), the second bounds the disk it takes.
+SPILL_PLAIN_BYTES = 256 << 20
 # Open Parquet writers per process: each holds a descriptor and ~45 KB; at most this many,
 # and never more than a quarter of the soft RLIMIT_NOFILE.
 MAX_OPEN_WRITERS = 512
@@ -199,27 +202,42 @@ class SpillFile:
     elsewhere in the temporary directory.
     """
 
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
+    def __init__(self, path: Path, schema: pa.Schema, plain_bytes: int | None = None) -> None:
         import pyarrow as pa
 
         self.path = path
+        self.schema = schema
+        self.plain_bytes = SPILL_PLAIN_BYTES if plain_bytes is None else plain_bytes
         self.batches: array[int] = array("q")
         self.runs: list[SpillRun] = []
         self._sink = pa.OSFile(str(path), "wb")
+        self._compressed = False
         try:
-            # LZ4: about a third of the Arrow size on disk, faster to write than none.
-            self._writer = pa.ipc.new_stream(self._sink, schema,
-                                             options=pa.ipc.IpcWriteOptions(compression="lz4"))
-            # The schema message goes out with the first batch: an empty one, never read.
-            self._writer.write_batch(pa.RecordBatch.from_pylist([], schema=schema))
+            self._writer = self._stream(None)
         except BaseException:
             self.discard()
             raise
         self._done = False
 
+    def _stream(self, compression: str | None) -> Any:
+        """A stream writer on the file: batches are read back one message at a time, so a
+        second writer (compressed) can follow the first on the same file."""
+        import pyarrow as pa
+
+        writer = pa.ipc.new_stream(self._sink, self.schema,
+                                   options=pa.ipc.IpcWriteOptions(compression=compression))
+        # The schema message goes out with the first batch: an empty one, never read.
+        writer.write_batch(pa.RecordBatch.from_pylist([], schema=self.schema))
+        return writer
+
     def add(self, run: SortedRows) -> None:
         """Appends date-sorted rows, in batches of at most SPILL_BATCH_ROWS rows."""
         first = len(self.batches) // 2
+        if not self._compressed and self._sink.tell() >= self.plain_bytes:
+            # Past the first SPILL_PLAIN_BYTES, LZ4: ~0.4x the size on disk, for ~10 % more CPU.
+            self._compressed = True
+            self._writer.close()  # its end-of-stream marker is never read
+            self._writer = self._stream("lz4")
         batch_starts = array("q", [0])
         for batch in run.table.to_batches(max_chunksize=SPILL_BATCH_ROWS):
             offset = self._sink.tell()

@@ -174,13 +174,18 @@ def _three_rounds(w: PartitionedParquet, schema: pa.Schema, days: list[str], spi
             assert list(spill_dir.glob(".*.spill.tmp")), "rows set aside in a spill file"
 
 
-def test_writer_sets_quiet_dates_aside_and_writes_each_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("plain_bytes", [writers.SPILL_PLAIN_BYTES, 0], ids=["plain", "lz4"])
+def test_writer_sets_quiet_dates_aside_and_writes_each_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            plain_bytes: int) -> None:
     """A buffer that spills at every chunk: each date still gets one part, every row once and
-    in line order; no spill file stays; abort removes everything."""
+    in line order; no spill file stays; abort removes everything. The spill file is written
+    plain, or (past SPILL_PLAIN_BYTES) compressed after its first run."""
+    monkeypatch.setattr(writers, "SPILL_PLAIN_BYTES", plain_bytes)
     schema = clean_schema()
     days = [f"2024-01-0{d}" for d in range(1, 6)]
     w = PartitionedParquet(tmp_path / "clean", "stem-0", schema, buffer_bytes=1, max_open=2)
     _three_rounds(w, schema, days, tmp_path / "clean")
+    assert w._spill is not None and w._spill._compressed == (plain_bytes == 0)
     assert sum(w.rows.values()) == 3 * 5 * 40
     parts = w.close()
     assert sorted(p.date for p in parts) == days and {p.final.name for p in parts} == {"stem-0.parquet"}
