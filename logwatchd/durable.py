@@ -108,7 +108,7 @@ def move(src: Path, dst: Path | None, synced: set[Path]) -> None:
 
 # Directories fsynced at once by one commit beyond which threads share the work: each
 # fsync waits on the disk with the GIL released, and concurrent ones share journal commits.
-SYNC_DIRS_THREADS = 8
+SYNC_DIRS_THREADS = 16
 _PARALLEL_FROM = 16
 
 

@@ -101,8 +101,10 @@ SPILL_PLAIN_BYTES = 256 << 20
 # and never more than a quarter of the soft RLIMIT_NOFILE.
 MAX_OPEN_WRITERS = 512
 # Finished parts are made durable (fsync) by this many threads beside the encoding: fsync
-# waits on the disk, not on the GIL, and concurrent ones share the filesystem's commits.
-SYNC_THREADS = 4
+# waits on the disk, not on the GIL, and concurrent ones share the filesystem's commits
+# (400 fsyncs of 30 KB files on a virtual disk: 2,300/s from 1 thread, 2,600/s from 4,
+# 4,400/s from 16). An input spanning thousands of dates is bound by them otherwise.
+SYNC_THREADS = 16
 
 
 def spill_path(store: Store, file_stem: str) -> Path:
