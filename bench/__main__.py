@@ -203,6 +203,9 @@ def throughput(name: str, path: Path, lines: int, runs: int, skip_duckdb: bool,
         for side in order:
             if (side == "duckdb" and skip_duckdb) or side in failed:
                 continue
+            # The previous run's writes that were never fsynced (DuckDB's Parquet files) and
+            # its deleted output reach the disk now, not during the next side's run.
+            os.sync()
             r, s = (run_logwatchd(path, "tp", timeout=timeout) if side == "logwatchd"
                     else run_duckdb(path, "tp", timeout=timeout))
             if "failed" in s:  # a side that fails once is not run again on this workload
