@@ -57,6 +57,8 @@ static int buf_reserve(Buf *b, Py_ssize_t extra) {
 }
 
 static int buf_put(Buf *b, const void *src, Py_ssize_t n) {
+    if (n == 0)
+        return 0; /* memcpy may not be given the NULL of an empty buffer */
     if (buf_reserve(b, n) < 0)
         return -1;
     memcpy(b->data + b->len, src, (size_t)n);
@@ -736,12 +738,13 @@ static int scan_line(Out *o, const unsigned char *p, const unsigned char *end,
     Py_ssize_t row = o->rows;
     if ((row & 7) == 0 && (buf_byte(&o->attr_valid, 0) < 0 || buf_byte(&o->ts_valid, 0) < 0))
         return ERROR;
+    unsigned char bit = (unsigned char)(1u << (row & 7));
     if (members)
-        o->attr_valid.data[row >> 3] |= (char)(1 << (row & 7));
+        ((unsigned char *)o->attr_valid.data)[row >> 3] |= bit;
     else
         o->attr_nulls++;
     if (ts_known)
-        o->ts_valid.data[row >> 3] |= (char)(1 << (row & 7));
+        ((unsigned char *)o->ts_valid.data)[row >> 3] |= bit;
     else
         o->ts_nulls++;
     if (buf_i32(&o->attr_offsets, (int32_t)attrs->len) < 0 || buf_i64(&o->ts, us) < 0 ||

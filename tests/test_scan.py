@@ -272,3 +272,15 @@ def test_iso_edges(zone: str) -> None:
     rows = [line(ts=json.dumps(t, ensure_ascii=False)) for t in ISO_EDGES]
     both(b"\n".join(rows) + b"\n", zone=zone)
     both(b"\n".join(FILLER + rows) + b"\n", zone=zone)
+
+
+RICH = line(ts='"2024-02-29T23:59:59.123456+05:30"', uid=r'"\u0075\ud83d\ude00"', act=r'"a\"b"',
+            rest=r',"s":"x\/y\u00e9\n\t\\","n":[1,-2,0.5,1.0,true,false,null,{"k":{}},[]],'
+                 r'"d":"' + "é" * 40 + r'","z":-0.00015,"big":123456789012345678,"e":""')
+
+
+def test_every_prefix_of_a_line_ends_cleanly() -> None:
+    """Each construct cut at every byte, at the very end of the buffer (no newline after it)."""
+    block = RICH + b" " * 400  # also beyond 512 bytes: the C path reads past no allocation
+    for n in range(1, len(block) + 1):
+        both(block[:n])
