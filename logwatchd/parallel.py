@@ -445,8 +445,9 @@ class PoolRunner:
         """Ends the input in every worker: each date is written by one of them.
 
         The workers hand over what they set aside (their spill files) and the dates they
-        have a part open for; each date goes to a worker with its part open, else to the
-        least loaded one (by rows), so that a date spread thin over the input gets one part.
+        have a part open for; each date goes to a worker with its part open, the others
+        in consecutive ranges of about equal rows, so that a date spread thin over the
+        input gets one part and each worker reads its dates back in ranges.
         """
         for q in self._inqs:
             q.put(("hand_over",))
@@ -464,9 +465,18 @@ class PoolRunner:
             for day, n in spill.rows().items():
                 rows[day] = rows.get(day, 0) + n
         load = [0] * self.n
-        for day, n in sorted(rows.items(), key=lambda kv: (-kv[1], kv[0])):
-            wid = owner.setdefault(day, load.index(min(load)))
-            load[wid] += n
+        for day, wid in owner.items():
+            load[wid] += rows.get(day, 0)
+        # The other dates in date order, cut into one consecutive range per worker of about
+        # equal rows: a worker reads its small dates back a range at a time (`_write_block`).
+        free = sorted(day for day in rows if day not in owner)
+        share = (sum(load) + sum(rows[day] for day in free)) / self.n
+        wid = 0
+        for day in free:
+            while wid < self.n - 1 and load[wid] >= share:
+                wid += 1
+            owner[day] = wid
+            load[wid] += rows[day]
         mine: list[set[str]] = [set() for _ in range(self.n)]
         for day, wid in owner.items():
             mine[wid].add(day)

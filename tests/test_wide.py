@@ -238,3 +238,39 @@ def test_workers_share_dates_out_one_part_per_date(tmp_path: Path) -> None:
     for k, d in enumerate(days):
         assert sorted(got[d]) == sorted([10_000 + 100 * k + i for i in range(30)] +
                                         [20_000 + 100 * k + i for i in range(30)])
+        for base in (10_000, 20_000):  # each writer's rows of the date keep their order
+            assert [n for n in got[d] if base <= n < base + 10_000] == [base + 100 * k + i for i in range(30)]
+
+
+@pytest.mark.parametrize("block_rows", [writers.BLOCK_ROWS, 100], ids=["one-block", "blocks-of-100"])
+def test_small_dates_read_back_in_ranges_around_a_busy_date(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           block_rows: int) -> None:
+    """Small dates set aside are written a range at a time; a busy date (its part open) and
+    the other writer's dates in between break or cross the ranges: every date one part,
+    every row once, each writer's rows of a date in line order."""
+    monkeypatch.setattr(writers, "DIRECT_ROWS", 50)
+    monkeypatch.setattr(writers, "BLOCK_ROWS", block_rows)
+    schema = clean_schema()
+    days = [f"2024-03-{d:02d}" for d in range(1, 16)]
+    busy = days[7]
+    a = PartitionedParquet(tmp_path / "clean", "s-0", schema, buffer_bytes=1)
+    b = PartitionedParquet(tmp_path / "clean", "s-1", schema, buffer_bytes=1)
+    for rnd in range(3):
+        for k, d in enumerate(days):
+            rows = 60 if d == busy else 10
+            a.write_chunk(_day_table(schema, d, 10_000 + 1000 * k + 100 * rnd, rows=rows))
+            if d != busy:
+                b.write_chunk(_day_table(schema, d, 50_000 + 1000 * k + 100 * rnd, rows=rows))
+    spill_a, open_a = a.hand_over()
+    spill_b, open_b = b.hand_over()
+    assert open_a == [busy] and not open_b and spill_a is not None and spill_b is not None
+    mine_b = {days[2], days[3], days[11]}  # inside a's ranges
+    parts = a.close(set(days) - mine_b, [spill_b]) + b.close(mine_b, [spill_a])
+    assert sorted(p.date for p in parts) == days
+    got = _staged_rows(parts)
+    for k, d in enumerate(days):
+        rows = 60 if d == busy else 10
+        want_a = [10_000 + 1000 * k + 100 * rnd + i for rnd in range(3) for i in range(rows)]
+        want_b = [] if d == busy else [50_000 + 1000 * k + 100 * rnd + i for rnd in range(3) for i in range(rows)]
+        assert [n for n in got[d] if n < 50_000] == want_a
+        assert [n for n in got[d] if n >= 50_000] == want_b
