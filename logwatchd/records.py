@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import zoneinfo
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -126,20 +127,48 @@ _MAX_MS = SAFE_MAX_US // 1000
 class RecordError(Exception):
     """One line is invalid: carries the reason code and the field at fault.
 
-    `too_deep`: the value is nested deeper than the parser allows. Such an array element
-    is an error line, not a broken array (its structure was checked by the reader).
+    `syntax`: the text is not JSON at all (RFC 8259's grammar); an array element like
+    that means the array does not parse. Anything else (nested deeper than MAX_DEPTH,
+    invalid UTF-8, a lone surrogate, a number out of range) is an error line, in an array
+    as in JSON Lines. `too_deep`: nested deeper than MAX_DEPTH.
     """
 
     def __init__(self, reason: str, field: str | None = None, detail: str = "",
-                 too_deep: bool = False) -> None:
+                 too_deep: bool = False, syntax: bool = False) -> None:
         super().__init__(detail or reason)
         self.reason = reason
         self.field = field
         self.too_deep = too_deep
+        self.syntax = syntax
+
+
+class _NotJson(ValueError):
+    """NaN or Infinity: a token outside RFC 8259's grammar."""
 
 
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+    raise _NotJson(f"{name} is not JSON")
+
+
+# Nesting: orjson reads values nested up to 1,024 levels in all (the record itself is one).
+# The exact parser is held to the same limit, whatever the depth of the call stack it runs
+# on: the interpreter's recursion limit is raised to leave it room.
+MAX_DEPTH = 1024
+if sys.getrecursionlimit() < MAX_DEPTH + 2000:
+    sys.setrecursionlimit(MAX_DEPTH + 2000)
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+
+
+def nesting_depth(raw: bytes) -> int:
+    """How deep the brackets of a JSON text nest, strings aside (at least, if it is not JSON)."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return 0  # cannot exceed the limit: not counted
+    depth = peak = 0
+    for c in _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS):
+        depth += 1 if c in b"[{" else -1
+        peak = max(peak, depth)
+    return peak
 
 
 def _finite_float(text: str) -> float:
@@ -160,11 +189,15 @@ def parse_json(raw: bytes) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RecordError(INVALID_ENCODING, detail=f"invalid UTF-8 at byte {exc.start}") from None
+    if nesting_depth(raw) > MAX_DEPTH:
+        raise RecordError(INVALID_JSON, detail="nesting too deep", too_deep=True)
     try:
         value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
-    except RecursionError:
+    except RecursionError:  # not expected below MAX_DEPTH: the limit was raised for it
         raise RecordError(INVALID_JSON, detail="nesting too deep", too_deep=True) from None
-    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, huge numbers
+    except (json.JSONDecodeError, _NotJson) as exc:
+        raise RecordError(INVALID_JSON, detail=str(exc), syntax=True) from None
+    except ValueError as exc:  # a number out of range, an integer of more than 4,300 digits
         raise RecordError(INVALID_JSON, detail=str(exc)) from None
     try:
         _dumps(value).encode("utf-8")
@@ -237,10 +270,35 @@ def compact_text(raw: bytes) -> str:
 
 def dumps_json(value: Any) -> str:
     """Lossless compact JSON text of a parsed value."""
+    return dumps_exact(value).decode("utf-8")
+
+
+def dumps_exact(value: Any) -> bytes:
+    """Compact JSON of a parsed value, as orjson writes it, integers beyond 64 bits too
+    (written as their digits), so that floats are written the same way whatever else the
+    value holds. Past orjson's depth (254), the standard library's text."""
     try:
-        return orjson.dumps(value).decode("utf-8")
+        return orjson.dumps(value)
     except orjson.JSONEncodeError:
-        return _dumps(value)
+        pass
+    try:
+        return orjson.dumps(_big_ints_as_text(value))
+    except (orjson.JSONEncodeError, RecursionError):
+        return _dumps(value).encode("utf-8")
+
+
+_INT64 = (-(1 << 63), (1 << 64) - 1)  # what orjson writes itself
+
+
+def _big_ints_as_text(value: Any) -> Any:
+    t = type(value)
+    if t is int and not _INT64[0] <= value <= _INT64[1]:
+        return orjson.Fragment(str(value))
+    if t is dict:
+        return {k: _big_ints_as_text(v) for k, v in value.items()}
+    if t is list:
+        return [_big_ints_as_text(v) for v in value]
+    return value
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -545,7 +603,7 @@ class RecordBatcher:
                         try:
                             attr_add(dumps(rec))
                         except TypeError:  # orjson cannot write it (an integer beyond 64 bits)
-                            attr_add(_dumps(rec).encode())
+                            attr_add(dumps_exact(rec))
                     else:
                         attr_add(None)
                     uid_add(uid if tu is str else str(uid))
@@ -616,7 +674,7 @@ class RecordBatcher:
         try:
             return parse_json(raw)
         except RecordError as exc:
-            if array and not exc.too_deep:  # the array does not parse: the whole file is malformed
+            if array and exc.syntax:  # the array does not parse: the whole file is malformed
                 raise
             errors.append(self.error_line(line_no, exc.reason, None, self._raw_text(raw, array)))
             error_nos.append(line_no)
