@@ -101,7 +101,7 @@ def test_nesting_limit_is_the_same_for_every_line_and_every_stack(depth: int) ->
         for stack in (0, 400):
             for scan in (True, False):
                 assert _verdict(_nested(depth, big), stack, scan) == want, (big, stack, scan)
-    table, res = elements([_nested(depth, True)])
+    table, _res = elements([_nested(depth, True)])
     assert (table is not None) == (want == "row")
 
 
