@@ -51,6 +51,8 @@ def dry_run(config: Config, path: Path) -> dict[str, Any]:
             for chunk in iter_chunks(src, path.name, config.ingest.chunk_bytes,
                                      config.ingest.max_line_bytes, spans=False):
                 if isinstance(chunk, LongLine):
+                    if chunk.blank:  # a blank line, however long
+                        continue
                     processed += 1
                     lines = [batcher.long_line(chunk.number, chunk.prefix, chunk.length)]
                 else:

@@ -79,6 +79,8 @@ class ChunkSink:
 
     def handle(self, chunk: Chunk) -> ChunkResult:
         if isinstance(chunk, LongLine):
+            if chunk.blank:  # a blank line, however long: no record
+                return ChunkResult()
             res = ChunkResult(processed=1, errors=1)
             res.error_lines.append(self.batcher.long_line(chunk.number, chunk.prefix, chunk.length))
             return res

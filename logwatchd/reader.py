@@ -60,11 +60,20 @@ class Elements:
 
 @dataclass
 class LongLine:
-    """A line (or element) longer than max_line_bytes: only its start is kept."""
+    """A line (or element) longer than max_line_bytes: only its start is kept. `blank`:
+    it holds only whitespace, so it is a blank line (skipped), however long."""
 
     number: int
     prefix: bytes
     length: int
+    blank: bool = False
+
+
+_INK = re.compile(rb"[^ \t\r\n]")  # a byte that is not JSON whitespace
+
+
+def _ink(data: bytes | memoryview) -> bool:
+    return _INK.search(data) is not None
 
 
 Chunk = Lines | Elements | LongLine
@@ -271,14 +280,14 @@ def _line_chunks(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int,
             break
         cut = len(pending) if eof else pending.rfind(b"\n") + 1
         if cut == 0:  # no newline yet: one line is at least a chunk long
-            if len(pending) <= max_line:
+            if len(pending) <= max_line + 1:  # + a CR, which is not part of the line
                 block = stream.read(READ_BYTES)  # within the limit: read on to its end
                 eof = not block
                 pending += block
                 continue
             prefix = pending[:LONG_PREFIX]
-            length, pending = _skip_line(stream, pending)
-            yield LongLine(line_no, _line_start(prefix, first, length), length)
+            length, pending, ink = _skip_line(stream, pending)
+            yield LongLine(line_no, _line_start(prefix, first, length), length, blank=not ink)
             base += length + 1
             line_no += 1
             first = False
@@ -306,6 +315,8 @@ def _line_spans(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int,
     prefix = b""       # the first LONG_PREFIX bytes of the region (an over-long line's start)
     tail_prefix = b""  # ... of [nl_end, end), the next region's start
     skipping = False   # inside a line longer than max_line, looking for its end
+    tail_ink = False   # [nl_end, end), the line being read, holds more than whitespace
+    skip_ink = False   # ... the line being skipped
     first = True
     # Blocks no larger than a chunk, so that a cut (at most one per block) comes every
     # chunk_bytes to 2 × chunk_bytes even when chunks are small.
@@ -319,11 +330,13 @@ def _line_spans(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int,
                 j = block.find(b"\n", i)
                 if len(prefix) < LONG_PREFIX:  # the line's start is all that is kept of it
                     prefix += block[i:min(j if j >= 0 else len(block), i + LONG_PREFIX - len(prefix))]
+                skip_ink = skip_ink or _ink(view[i:j if j >= 0 else len(block)])
                 if j < 0:
                     break
-                yield LongLine(line_no, _line_start(prefix, first, end + j - start), end + j - start)
+                yield LongLine(line_no, _line_start(prefix, first, end + j - start), end + j - start,
+                               blank=not skip_ink)
                 line_no += 1
-                first = skipping = False
+                first = skipping = tail_ink = False
                 start = end + j + 1
                 nl_end, nls, crc_all, prefix = -1, 0, 0, b""
                 i = j + 1
@@ -336,10 +349,12 @@ def _line_spans(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int,
                 crc_tail = zlib.crc32(view[last + 1:])
                 crc_all = zlib.crc32(view[last + 1:], crc_nl)
                 tail_prefix = block[last + 1:last + 1 + LONG_PREFIX]
+                tail_ink = _ink(view[last + 1:])
                 nl_end = end + last + 1
             else:
                 crc_all = zlib.crc32(view[i:], crc_all)
                 crc_tail = zlib.crc32(view[i:], crc_tail)
+                tail_ink = tail_ink or _ink(view[i:])
                 if len(tail_prefix) < LONG_PREFIX:
                     tail_prefix += block[i:i + LONG_PREFIX - len(tail_prefix)]
             block_end = end + len(block)
@@ -349,12 +364,14 @@ def _line_spans(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int,
                 line_no += nls
                 first = False
                 start, nls, crc_all, prefix = nl_end, 0, crc_tail, tail_prefix
-            if nl_end <= start and block_end - start > max_line:
+            if nl_end <= start and block_end - start > max_line + 1:  # + a CR, not part of it
                 skipping = True  # the region is one line, already too long
+                skip_ink = tail_ink
             break
         end += len(block)
     if skipping:
-        yield LongLine(line_no, _line_start(prefix, first, end - start), end - start)
+        yield LongLine(line_no, _line_start(prefix, first, end - start), end - start,
+                       blank=not skip_ink)
     elif end > start:
         yield Lines(line_no, b"", strip_bom=first, offset=start, origin=origin,
                     length=end - start, crc=crc_all, fd=fd)
@@ -395,16 +412,19 @@ def read_span(fd: int, chunk: Lines) -> Lines:
     return Lines(chunk.first, data, strip_bom=chunk.strip_bom)
 
 
-def _skip_line(stream: _Decoded, pending: bytes) -> tuple[int, bytes]:
-    """Consumes an over-long line to its newline: (its length, the bytes after the newline)."""
+def _skip_line(stream: _Decoded, pending: bytes) -> tuple[int, bytes, bool]:
+    """Consumes an over-long line to its newline: (its length, the bytes after the newline,
+    whether it holds anything but whitespace)."""
     length = len(pending)
+    ink = _ink(pending)
     while True:
         block = stream.read(READ_BYTES)
         if not block:
-            return length, b""
+            return length, b"", ink
         nl = block.find(b"\n")
         if nl >= 0:
-            return length + nl, block[nl + 1:]
+            return length + nl, block[nl + 1:], ink or _ink(memoryview(block)[:nl])
+        ink = ink or _ink(block)
         length += len(block)
 
 

@@ -128,3 +128,44 @@ def test_an_array_of_readable_and_unreadable_elements_through_the_cli(env: Env) 
     r = env.cli("process", str(path))
     summary = json.loads(r.stdout.splitlines()[-1])
     assert (summary["status"], summary["valid"], summary["errors"]) == ("ok", 2, 2)
+
+
+GOOD = record(',"pad":"' + "x" * 40 + '"')
+
+
+def _process(env: Env, name: str, data: bytes, **ingest: Any) -> dict[str, Any]:
+    if ingest:
+        env.write_config(ingest=ingest)
+    path = env.base / name
+    path.write_bytes(data)
+    r = env.cli("process", str(path))
+    return json.loads(r.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("ingest", [{}, {"chunk_bytes": 64, "max_line_bytes": 100}],
+                         ids=["default-chunks", "tiny-chunks"])
+def test_a_blank_line_longer_than_the_limit_is_skipped_wherever_it_is(env: Env, ingest: dict[str, int]) -> None:
+    """Whitespace only is a blank line, however long: skipped at the start, in the middle, at
+    the end, gzipped or not, whether the reader or the record path meets it."""
+    import gzip
+
+    env.write_config(**({"ingest": ingest} if ingest else {}))
+    long_blank = b" \t" * (3 << 19) if not ingest else b" " * 500
+    cases = {"start": long_blank + b"\n" + GOOD + b"\n", "middle": GOOD + b"\n" + long_blank + b"\n" + GOOD + b"\n",
+             "end": GOOD + b"\n" + long_blank, "crlf": GOOD + b"\r\n" + long_blank + b"\r\n" + GOOD + b"\r\n"}
+    for name, data in cases.items():
+        for suffix, content in ((".jsonl", data), (".jsonl.gz", gzip.compress(data))):
+            s = _process(env, name + suffix, content)
+            goods = data.count(GOOD)
+            assert (s["status"], s["processed"], s["valid"], s["errors"]) == ("ok", goods, goods, 0), (name, suffix, s)
+
+
+@pytest.mark.parametrize("chunk", [64, 128, 8 << 20])
+def test_a_last_line_of_exactly_the_limit_with_a_cr_is_valid_whatever_the_chunks(env: Env, chunk: int) -> None:
+    limit = len(GOOD)
+    env.write_config(ingest={"chunk_bytes": chunk, "max_line_bytes": limit})
+    for tail in (b"\r", b"\r\n"):
+        s = _process(env, f"cr{len(tail)}.jsonl", GOOD + b"\n" + GOOD + tail)
+        assert (s["processed"], s["valid"], s["errors"]) == (2, 2, 0), (tail, s)
+    s = _process(env, "long.jsonl", GOOD + b"\n" + GOOD[:-1] + b' }\n')  # one byte over: an error
+    assert (s["processed"], s["valid"], s["errors"]) == (2, 1, 1), s
