@@ -218,16 +218,17 @@ def iter_chunks(src: HashingReader, name: str, chunk_bytes: int, max_line_bytes:
     gz = name.endswith(".gz") or src.peek(2) == GZIP_MAGIC
     stream = _Decoded(src, gz, max_decompressed, progress)
     # The first non-blank byte tells an array from JSON Lines. Blank lines before it are
-    # looked at once each, and at most about a chunk of them is held: past that, the input
-    # is read as JSON Lines (whose blank lines are skipped chunk by chunk).
+    # looked at once each, and at most about a chunk of them is held: past that, they are
+    # dropped (counted: their lines keep their numbers), however many there are.
     blocks: list[bytes] = []
     held = 0
+    skipped = newlines = 0  # blank bytes dropped from the start, and the newlines in them
     first = b""
-    while not first and held <= chunk_bytes:
+    while not first:
         block = stream.read(READ_BYTES)
         if not block:
             break
-        if held < len(BOM):  # a BOM may straddle short reads: the start is looked at whole
+        if held < len(BOM) and not skipped:  # a BOM may straddle short reads: the start is looked at whole
             start = b"".join(blocks) + block
             blocks, held = [start], len(start)
             if held < len(BOM) and BOM.startswith(start):
@@ -237,9 +238,13 @@ def iter_chunks(src: HashingReader, name: str, chunk_bytes: int, max_line_bytes:
             blocks.append(block)
             held += len(block)
             first = block.lstrip(JSON_WS)[:1]
+        if not first and held > chunk_bytes:  # all blank so far: not held
+            skipped += held
+            newlines += sum(b.count(b"\n") for b in blocks)
+            blocks, held = [], 0
     head = b"".join(blocks)
     del blocks
-    body = head[3:] if head.startswith(BOM) else head
+    body = head[3:] if head.startswith(BOM) and not skipped else head
     # Chunks that carry their bytes (not spans) are held by the sender and the receiver,
     # and copied through a pipe: half the size keeps both processes' memory as for spans.
     carried = max(1, chunk_bytes // 2)
@@ -248,10 +253,11 @@ def iter_chunks(src: HashingReader, name: str, chunk_bytes: int, max_line_bytes:
     else:
         origin = None if gz else reopen_path(src.raw)
         fd = src.raw.fileno() if origin is not None else -1
+        at = (skipped, 1 + newlines)  # where `head` starts: offset, line number
         if origin is not None and spans:
-            yield from _line_spans(stream, head, chunk_bytes, max_line_bytes, origin, fd)
+            yield from _line_spans(stream, head, chunk_bytes, max_line_bytes, origin, fd, at)
         else:
-            yield from _line_chunks(stream, head, carried, max_line_bytes, origin, fd)
+            yield from _line_chunks(stream, head, carried, max_line_bytes, origin, fd, at)
 
 
 def reopen_path(raw: object) -> str | None:
@@ -265,11 +271,12 @@ def reopen_path(raw: object) -> str | None:
 
 
 def _line_chunks(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int,
-                 origin: str | None = None, fd: int = -1) -> Iterator[Chunk]:
-    line_no = 1
+                 origin: str | None = None, fd: int = -1,
+                 at: tuple[int, int] = (0, 1)) -> Iterator[Chunk]:
+    """Chunks of whole lines; `head` starts at offset at[0] of the stream, on line at[1]."""
+    base, line_no = at  # offset of pending[0] in the stream (= in the file when uncompressed)
     pending = head
-    base = 0  # offset of pending[0] in the stream (= in the file when uncompressed)
-    first = True
+    first = base == 0  # at the start of the input: a BOM may lead
     eof = False
     while pending or not eof:
         while not eof and len(pending) < chunk_bytes:
@@ -302,11 +309,12 @@ def _line_chunks(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int,
 
 
 def _line_spans(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int,
-                origin: str, fd: int) -> Iterator[Chunk]:
-    """Newline-aligned spans of about chunk_bytes, found block by block (memory: one block)."""
-    line_no = 1        # number of the line that starts at `start`
-    start = 0          # offset where the current region begins
-    end = 0            # offset just past the bytes seen so far
+                origin: str, fd: int, at: tuple[int, int] = (0, 1)) -> Iterator[Chunk]:
+    """Newline-aligned spans of about chunk_bytes, found block by block (memory: one block);
+    `head` starts at offset at[0] of the file, on line at[1]."""
+    line_no = at[1]    # number of the line that starts at `start`
+    start = at[0]      # offset where the current region begins
+    end = at[0]        # offset just past the bytes seen so far
     nl_end = -1        # offset just past the region's last newline (<= start: none yet)
     nls = 0            # newlines in [start, nl_end)
     crc_nl = 0         # CRC-32 of [start, nl_end)
@@ -317,7 +325,7 @@ def _line_spans(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int,
     skipping = False   # inside a line longer than max_line, looking for its end
     tail_ink = False   # [nl_end, end), the line being read, holds more than whitespace
     skip_ink = False   # ... the line being skipped
-    first = True
+    first = at[0] == 0  # at the start of the input: a BOM may lead
     # Blocks no larger than a chunk, so that a cut (at most one per block) comes every
     # chunk_bytes to 2 × chunk_bytes even when chunks are small.
     size = max(1, min(READ_BYTES, chunk_bytes))

@@ -169,3 +169,23 @@ def test_a_last_line_of_exactly_the_limit_with_a_cr_is_valid_whatever_the_chunks
         assert (s["processed"], s["valid"], s["errors"]) == (2, 2, 0), (tail, s)
     s = _process(env, "long.jsonl", GOOD + b"\n" + GOOD[:-1] + b' }\n')  # one byte over: an error
     assert (s["processed"], s["valid"], s["errors"]) == (2, 1, 1), s
+
+
+@pytest.mark.parametrize("blank_bytes", [100, 3 << 20])  # beyond a chunk and a read
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+def test_blank_lines_before_the_first_byte_never_change_the_format_or_the_line_numbers(
+        env: Env, blank_bytes: int, gz: bool) -> None:
+    """More blank lines before an array (or the first record) than a chunk holds: still an
+    array (first non-blank byte `[`), and JSON Lines keep their numbers."""
+    import gzip
+
+    env.write_config(ingest={"chunk_bytes": 4096})
+    blanks = b"\n \t\r\n" * (blank_bytes // 5)
+    array = blanks + b"[\n" + GOOD + b",\n" + GOOD + b"\n]\n"
+    jsonl = blanks + GOOD + b"\n" + b"not json\n"
+    for name, data, want in (("a.json", array, (2, 2, 0)), ("l.jsonl", jsonl, (2, 1, 1))):
+        content = gzip.compress(data) if gz else data
+        s = _process(env, name + (".gz" if gz else ""), content)
+        assert (s["status"], s["processed"], s["valid"], s["errors"]) == ("ok", *want), (name, s)
+    errors = [json.loads(x) for f in env.path("errors").rglob("*.jsonl") for x in f.read_text().splitlines()]
+    assert {e["source_line"] for e in errors if e["raw"] == "not json"} == {blanks.count(b"\n") + 2}
