@@ -10,8 +10,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# Installs pinned versions (constraints.txt) so a fresh machine gets what the tests passed with.
-$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+# Installs pinned versions (constraints.txt) so a fresh machine gets what the tests passed with;
+# the install also compiles logwatchd/_scan.c (setup.py), again whenever it changes.
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt setup.py logwatchd/_scan.c
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,bench]'
 	touch $@
 
