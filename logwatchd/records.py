@@ -160,15 +160,16 @@ _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
 
 
-def nesting_depth(raw: bytes) -> int:
-    """How deep the brackets of a JSON text nest, strings aside (at least, if it is not JSON)."""
+def too_deep(raw: bytes) -> bool:
+    """Whether the brackets of a JSON text, strings aside, nest deeper than MAX_DEPTH."""
     if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
-        return 0  # cannot exceed the limit: not counted
-    depth = peak = 0
+        return False  # too few to nest that deep
+    depth = 0
     for c in _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS):
         depth += 1 if c in b"[{" else -1
-        peak = max(peak, depth)
-    return peak
+        if depth > MAX_DEPTH:
+            return True
+    return False
 
 
 def _finite_float(text: str) -> float:
@@ -189,7 +190,7 @@ def parse_json(raw: bytes) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RecordError(INVALID_ENCODING, detail=f"invalid UTF-8 at byte {exc.start}") from None
-    if nesting_depth(raw) > MAX_DEPTH:
+    if too_deep(raw):
         raise RecordError(INVALID_JSON, detail="nesting too deep", too_deep=True)
     try:
         value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
