@@ -61,7 +61,8 @@ class Elements:
 @dataclass
 class LongLine:
     """A line (or element) longer than max_line_bytes: only its start is kept. `blank`:
-    it holds only whitespace, so it is a blank line (skipped), however long."""
+    it holds only whitespace, so it is a blank line (skipped), however long; it is still
+    yielded, as its bytes count towards the input read."""
 
     number: int
     prefix: bytes
@@ -69,7 +70,7 @@ class LongLine:
     blank: bool = False
 
 
-_INK = re.compile(rb"[^ \t\r\n]")  # a byte that is not JSON whitespace
+_INK = re.compile(b"[^" + re.escape(JSON_WS) + b"]")  # a byte that is not JSON whitespace
 
 
 def _ink(data: bytes | memoryview) -> bool:

@@ -21,6 +21,7 @@ from itertools import chain
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .durable import SYNC_THREADS
 from .failpoints import failpoint
 from .layout import (
     DICTIONARY_COLUMNS,
@@ -105,11 +106,6 @@ SPILL_PLAIN_BYTES = 256 << 20
 # Open Parquet writers per process: each holds a descriptor and ~45 KB; at most this many,
 # and never more than a quarter of the soft RLIMIT_NOFILE.
 MAX_OPEN_WRITERS = 512
-# Finished parts are made durable (fsync) by this many threads beside the encoding: fsync
-# waits on the disk, not on the GIL, and concurrent ones share the filesystem's commits
-# (400 fsyncs of 30 KB files on a virtual disk: 2,300/s from 1 thread, 2,600/s from 4,
-# 4,400/s from 16). An input spanning thousands of dates is bound by them otherwise.
-SYNC_THREADS = 16
 
 
 def spill_path(store: Store, file_stem: str) -> Path:
