@@ -32,7 +32,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import logs
 from .config import Config, load_config
-from .errors import ConfigError, Disposition, LedgerError, classify
+from .errors import ConfigError, Disposition, FileBusy, LedgerError, classify
 from .inbox import InboxWatcher, Intake, writer_active
 from .layout import display_name
 from .ledger import AttemptState, inode_of
@@ -207,6 +207,10 @@ class Daemon:
         self._in_hand = key
         try:
             outcome = self.pipeline.process(path)
+        except FileBusy:  # a writer opened it meanwhile: not an attempt, settle it again
+            ledger.end_attempt(key)
+            self.watcher.defer(path)
+            return None
         except Exception as exc:  # noqa: BLE001 - every failure is classified, in errors.py
             disposition = classify(exc, path)
             if self.cancel.is_set():  # shutdown abandoned it: whatever broke, not an attempt
@@ -529,6 +533,10 @@ def run_daemon(config: Config) -> int:
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
+    # A writer opening a file while `writer_active` holds its read lease breaks the lease,
+    # which the kernel signals with SIGIO, whose default action ends the process. The
+    # lease is dropped at once anyway; nothing here uses signal-driven I/O.
+    signal.signal(signal.SIGIO, signal.SIG_IGN)
 
     def startup_failed(message: str, exc: Exception, code: int, trace: str | None = None) -> int:
         extra = {"traceback": trace} if trace else {}

@@ -6,8 +6,10 @@ A rename between two directories fsyncs both.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
+import fcntl
 import hashlib
 import os
 import stat
@@ -18,7 +20,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 # staged_name is also imported from here by compaction and the tests.
-from .layout import REASON_SUFFIX, sidecar_name, staged_name
+from .errors import FileBusy
+from .layout import IN_HAND_DIR, REASON_SUFFIX, sidecar_name, staged_name
 
 
 def sha256_stream(fh: BinaryIO, progress: Callable[[], None] | None = None) -> str:
@@ -212,3 +215,134 @@ def keep(src: Path, dst: Path, synced: set[Path], tag: str | None = None) -> Pat
             dst = free_name(dst.parent, dst.name, tag)
     synced.update((src.parent, dst.parent))
     return dst
+
+
+# --- the file in hand -------------------------------------------------------------------
+# How long a file just taken may stay open by a writer that had opened it in that instant
+# (its open resolved the inbox name before the rename), before it is given back.
+TAKE_SETTLE_S = 2.0
+
+
+def read_lease(fd: int) -> bool | None:
+    """Takes a read lease on `fd` (open read-only): True when taken, so no process has the
+    file open for writing and none can open it so without waiting until `drop_lease`;
+    False when one has it open; None when leases are not this process's to take (the file
+    is another user's and there is no CAP_LEASE, or leases are disabled).
+
+    A writer opening the file meanwhile breaks the lease, which the kernel signals with
+    SIGIO: the process must ignore it (`run_daemon` does), or it ends the process."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except OSError as exc:
+        return False if exc.errno == errno.EAGAIN else None
+    return True
+
+
+def drop_lease(fd: int) -> None:
+    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+
+
+def take(path: Path) -> Path:
+    """Moves an inbox file into the inbox's in-hand directory before it is read, durably
+    (its outputs' commit moves it on from there); returns where it is now.
+
+    A producer that opens the inbox name again (to append, say) then creates a new file:
+    what it writes is the next input, never lines added to one being processed (they were
+    counted twice when the grown file came again, or lost when archived with it). The
+    move is made under a read lease, so never while a writer has the file open
+    (FileBusy); a writer whose open raced with it is waited for, up to TAKE_SETTLE_S,
+    after which the file is given back (FileBusy). Where leases are not ours to take,
+    the inbox's open/close bookkeeping and settle time alone decide (inbox.py).
+    FileNotFoundError when the file is gone.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        fd = -1  # a symlink, a socket, unreadable: moved as it is (and refused or retried)
+    try:
+        leased = None
+        if fd >= 0 and stat.S_ISREG(os.fstat(fd).st_mode):
+            leased = read_lease(fd)
+            if leased is False:
+                raise FileBusy(f"{path.name} is open for writing")
+        try:
+            dst = _move_in_hand(path)
+        finally:
+            if leased:
+                drop_lease(fd)
+        if leased:
+            _settle_taken(fd, dst)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    # The commit's journal names the in-hand path: the move must not be undone by a crash.
+    fsync_dir(dst.parent)
+    fsync_dir(path.parent)
+    return dst
+
+
+def _move_in_hand(path: Path) -> Path:
+    hand = path.parent / IN_HAND_DIR
+    dst = hand / path.name
+    try:
+        rename_noreplace(path, dst)
+    except FileNotFoundError:
+        if not os.path.lexists(path):
+            raise
+        # The file is there, the directory is not (it exists only while a file is in
+        # hand): made here, durable with the inbox's fsync that follows the move.
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(hand)
+        rename_noreplace(path, dst)
+    except FileExistsError:  # left there by a process that died holding it: back first
+        give_back(dst)
+        rename_noreplace(path, dst)
+    return dst
+
+
+def _settle_taken(fd: int, taken: Path) -> None:
+    """Waits until no writer has the taken file open (an open that raced with the move
+    may still reach it); gives it back (FileBusy) when one still has after TAKE_SETTLE_S."""
+    deadline = time.monotonic() + TAKE_SETTLE_S
+    while True:
+        leased = read_lease(fd)
+        if leased is not False:
+            if leased:
+                drop_lease(fd)
+            return
+        if time.monotonic() >= deadline:
+            give_back(taken)
+            raise FileBusy(f"{taken.name} is open for writing")
+        time.sleep(0.005)
+
+
+def put_down(taken: Path) -> None:
+    """The file in hand has moved on (or back): its directory goes, if nothing is left in it
+    (a move still journalled, say)."""
+    with contextlib.suppress(OSError):
+        os.rmdir(taken.parent)
+
+
+def give_back(taken: Path) -> Path:
+    """Moves a file in hand back into the inbox (it was not committed): under its own name,
+    or a free name beside it when a producer has made a new file of that name meanwhile."""
+    inbox = taken.parent.parent
+    synced: set[Path] = set()
+    dst = keep(taken, free_name(inbox, taken.name, None, limit=NAME_MAX), synced)
+    sync_dirs(synced)
+    return dst
+
+
+def give_back_all(inbox: Path) -> int:
+    """Moves every file left in hand (by a process that died) back into the inbox."""
+    hand = inbox / IN_HAND_DIR
+    try:
+        names = os.listdir(hand)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        give_back(hand / name)
+    put_down(hand / "-")
+    return len(names)

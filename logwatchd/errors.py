@@ -62,6 +62,10 @@ class FileVanished(LogwatchdError):
     """The file disappeared between being seen and being opened."""
 
 
+class FileBusy(LogwatchdError):
+    """A writer holds the file open: it is taken once that writer has closed it."""
+
+
 class Cancelled(LogwatchdError):
     """Processing was abandoned for shutdown; the file stays in the inbox for next time."""
 

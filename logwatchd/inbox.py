@@ -11,8 +11,6 @@ The queue is bounded: past its capacity a file is left in the inbox, and the nex
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import stat
 import threading
@@ -24,6 +22,7 @@ from pathlib import Path
 from watchdog.observers.inotify_c import CallbackId, InotifyConstants, InotifyEvent, InotifyFD, Mask
 
 from .config import IngestConfig
+from .durable import drop_lease, read_lease
 
 
 class Intake:
@@ -149,8 +148,7 @@ def waiting_files(inbox: Path, ingest: IngestConfig) -> list[tuple[float, Path]]
 def writer_active(path: Path) -> bool:
     """True when some process holds the file open for writing (a Linux read lease says so).
 
-    Taking a read lease fails with EAGAIN exactly when the file is open for writing. It
-    needs ownership of the file or CAP_LEASE; without them this check says False and the
+    Without leases of our own to take (`durable.read_lease`) this says False, and the
     inotify open/close bookkeeping and the settle time decide alone.
     """
     try:
@@ -160,11 +158,10 @@ def writer_active(path: Path) -> bool:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return False
-        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
-        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
-        return False
-    except OSError as exc:
-        return exc.errno == errno.EAGAIN
+        leased = read_lease(fd)
+        if leased:
+            drop_lease(fd)
+        return leased is False
     finally:
         os.close(fd)
 

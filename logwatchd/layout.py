@@ -82,6 +82,9 @@ def stem_globs(stem: str) -> tuple[str, str]:
 
 # --- staging and sidecars ----------------------------------------------------------------
 REASON_SUFFIX = ".reason.json"
+# The inbox's hidden subdirectory holding the file being processed (`durable.take`): a
+# writer that reopens the inbox name meanwhile creates a new file, never appends to it.
+IN_HAND_DIR = ".logwatchd-in-hand"
 
 
 def staged_name(final: Path) -> Path:

@@ -22,10 +22,20 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
-from .durable import free_name, sha256_file, sha256_stream, sidecar_of, write_staged
+from .durable import (
+    free_name,
+    give_back,
+    put_down,
+    sha256_file,
+    sha256_stream,
+    sidecar_of,
+    take,
+    write_staged,
+)
 from .errors import Cancelled, FileVanished, MalformedFile, RefusedFile
 from .failpoints import failpoint
 from .layout import (
+    IN_HAND_DIR,
     display_name,
     errors_path,
     is_staging_name,
@@ -91,13 +101,17 @@ class Pipeline:
         if pool is not None:
             pool.cancel = self.cancel
         self.zone = config.transform.zone
+        self._committed = False  # the input in hand has its outcome committed
 
     def close(self) -> None:
         if self.pool is not None:
             self.pool.close()
 
     def in_inbox(self, path: Path) -> bool:
-        return path.parent.resolve() == self.config.paths.inbox.resolve()
+        """Whether `path` is an inbox file (waiting, or in hand: see `durable.take`)."""
+        parent = path.parent.resolve()
+        inbox = self.config.paths.inbox.resolve()
+        return parent == inbox or parent == inbox / IN_HAND_DIR
 
     def attempt_key(self, path: Path) -> bytes | None:
         """The ledger's key for an inbox file's attempts (its name), None outside the inbox."""
@@ -114,6 +128,24 @@ class Pipeline:
             self.ledger.recover("input:")
         in_inbox = self.in_inbox(path)
         name = display_name(path.name)
+        taken = None
+        if in_inbox and path.parent.name != IN_HAND_DIR:
+            try:
+                taken = path = take(path)
+            except FileNotFoundError:
+                raise FileVanished(name) from None
+        self._committed = False
+        try:
+            return self._process_taken(path, name, in_inbox, started)
+        except BaseException:
+            if taken is not None and not self._committed:  # not processed: back to the inbox
+                give_back(taken)
+            raise
+        finally:
+            if taken is not None:
+                put_down(taken)
+
+    def _process_taken(self, path: Path, name: str, in_inbox: bool, started: float) -> FileOutcome:
         try:
             fh, st = open_input(path)
         except RefusedFile as exc:
@@ -227,6 +259,7 @@ class Pipeline:
                 if m.src_sha256 is None and is_staging_name(m.src.name):  # ours, not an input
                     m.src.unlink(missing_ok=True)
             raise
+        self._committed = True  # its journal moves the input on, from where it is now
         failpoint("input.committed")
         self.ledger.complete(txn, self.progress,
                              {p: i for p, i in (known or {}).items() if i is not None})

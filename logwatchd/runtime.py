@@ -1,8 +1,9 @@
 """Opening the state: directories, the single-instance lock, the ledger, crash recovery.
 
 Shared by the commands that write outputs (`run`, `process`, `compact`, `rebuild-ledger`):
-one process at a time owns a state directory; on start it replays the ledger's journal and
-removes staged files that no committed transaction refers to. `replay` only moves files
+one process at a time owns a state directory; on start it replays the ledger's journal,
+removes staged files that no committed transaction refers to, and moves a file left in
+hand back into the inbox. `replay` only moves files
 into the inbox, so it runs beside the daemon under a lock of its own (`try_lock`).
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from .config import Config
-from .durable import ensure_dir, sync_dirs
+from .durable import ensure_dir, give_back_all, sync_dirs
 from .errors import ConfigError, LedgerError
 from .ledger import Ledger
 from .writers import iter_staging_files
@@ -59,6 +60,8 @@ def open_runtime(config: Config) -> Runtime:
         raise
     recovered = ledger.recover()
     removed = remove_orphans(config, ledger)
+    # A file a process held when it died (not committed: the journal moved those on).
+    give_back_all(p.inbox)
     return Runtime(config, ledger, lock, recovered, removed)
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from conftest import Env
 
+from logwatchd.layout import IN_HAND_DIR
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -91,8 +93,10 @@ class DaemonProc:
         self.wait_event("daemon_started", timeout=timeout)
 
     def wait_inbox_empty(self, timeout: float = 120) -> None:
+        """Until no file waits in the inbox, nor is in hand (in its hidden IN_HAND_DIR)."""
         inbox = self.env.inbox
-        self.wait_for(lambda: not any(p for p in inbox.iterdir() if not p.name.startswith(".")),
+        self.wait_for(lambda: not any(p for p in inbox.iterdir()
+                                      if not p.name.startswith(".") or p.name == IN_HAND_DIR),
                       timeout, "an empty inbox")
 
     def tail(self, n: int = 30) -> str:

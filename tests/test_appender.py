@@ -1,0 +1,108 @@
+"""A producer that appends to a file in place, in the inbox: every line exactly once.
+
+Such a writer opens the inbox name, appends and closes, again and again. The daemon takes
+the file when it is closed; the writer's next open must make a new file, never add lines
+to the one being processed (they were counted twice when the grown file came again, and
+lost when archived with it). Its opens also break the read lease the daemon takes to see
+whether a writer is active, which the kernel signals with SIGIO: that ended the daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from conftest import Env
+from daemon_harness import DaemonProc, daemon_config, drop
+
+from logwatchd.layout import IN_HAND_DIR
+
+APPENDER = textwrap.dedent("""
+    import sys, time
+    path, seconds = sys.argv[1], float(sys.argv[2])
+    end, i = time.monotonic() + seconds, 0
+    while time.monotonic() < end:
+        with open(path, "ab") as f:
+            f.write(b'{"timestamp":"2024-05-05T10:00:00Z","user_id":"u","action":"login","i":%d}\\n' % i)
+        i += 1
+        time.sleep(0.002)
+    print(i)
+""")
+
+
+def _rows_by_i(env: Env) -> dict[int, int]:
+    seen: dict[int, int] = {}
+    for row in env.clean_rows():
+        i = json.loads(row["attributes"])["i"]
+        seen[i] = seen.get(i, 0) + 1
+    return seen
+
+
+def test_an_in_place_appender_gets_every_line_exactly_once(env: Env) -> None:
+    daemon_config(env, ingest={"settle_seconds": 0.2, "rescan_seconds": 1.0})
+    d = DaemonProc(env)
+    try:
+        d.wait_ready()
+        writer = subprocess.run([sys.executable, "-c", APPENDER, str(env.inbox / "app.jsonl"), "6"],
+                                capture_output=True, text=True, check=True, timeout=60)
+        written = int(writer.stdout)
+        assert d.proc.poll() is None, f"the daemon died ({d.proc.returncode}) under the appender\n{d.tail()}"
+        d.wait_inbox_empty()
+        d.wait_for(lambda: sum(e["processed"] for e in d.named("file_processed")) >= written,
+                   30, "every line processed")
+        processed = d.named("file_processed")
+        assert len(processed) > 1  # taken while it was being written, more than once
+        assert d.proc.poll() is None
+    finally:
+        assert d.stop() == 0, d.tail()
+    seen = _rows_by_i(env)
+    assert sorted(seen) == list(range(written)), "lines lost"
+    assert {n for n in seen.values()} == {1}, "lines counted twice"
+    assert sum(e["processed"] for e in processed) == written
+    archived = list((env.root / "archive").rglob("*"))
+    archived_lines = sum(len(p.read_bytes().splitlines()) for p in archived if p.is_file())
+    assert archived_lines == written
+    assert not (env.inbox / IN_HAND_DIR).exists()
+    env.cli("verify")
+
+
+def test_a_file_in_hand_at_kill_9_goes_back_to_the_inbox(env: Env) -> None:
+    """kill -9 between taking a file and committing it: the next start puts it back, beside
+    a new file the producer made under the same name meanwhile; each is counted once."""
+    daemon_config(env)
+    hand = env.inbox / IN_HAND_DIR
+    d = DaemonProc(env, extra_env={"LOGWATCHD_FAILPOINTS": "input.staged"})
+    try:
+        d.wait_ready()
+        drop(env, "a.jsonl", '{"timestamp":1700000000,"user_id":"u","action":"login","n":1}\n')
+        d.wait_for(lambda: d.proc.poll() is not None, 30, "the kill")
+    finally:
+        d.kill()
+    assert [p.name for p in hand.iterdir()] == ["a.jsonl"]
+    drop(env, "a.jsonl", '{"timestamp":1700000000,"user_id":"u","action":"login","n":2}\n')
+    d = DaemonProc(env)
+    try:
+        d.wait_ready()
+        d.wait_event("file_processed", count=2)
+        d.wait_inbox_empty()
+    finally:
+        assert d.stop() == 0, d.tail()
+    assert sorted(json.loads(r["attributes"])["n"] for r in env.clean_rows()) == [1, 2]
+    assert not hand.exists()
+    env.cli("verify")
+
+
+def test_a_file_that_fails_after_it_was_taken_waits_in_the_inbox(env: Env) -> None:
+    """A failure before the commit gives the file back: its retry finds it under its name."""
+    daemon_config(env)
+    d = DaemonProc(env, extra_env={"LOGWATCHD_FAILPOINTS": "input.staged=raise"})
+    try:
+        d.wait_ready()
+        path = drop(env, "a.jsonl", '{"timestamp":1700000000,"user_id":"u","action":"login"}\n')
+        d.wait_event("file_retry")
+        assert path.exists(), "a file that failed must wait in the inbox, not in hand"
+        assert not (env.inbox / IN_HAND_DIR).exists()
+    finally:
+        assert d.stop() == 0, d.tail()
