@@ -54,6 +54,7 @@ def dry_run(config: Config, path: Path) -> dict[str, Any]:
                     if chunk.blank:  # a blank line, however long
                         continue
                     processed += 1
+                    parsed += 1  # never read: not known not to be JSON (as in ChunkSink)
                     lines = [batcher.long_line(chunk.number, chunk.prefix, chunk.length)]
                 else:
                     try:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import Cancelled, MalformedFile, TransientIOError
 from .layout import clean_path, parquet_schema, part_stem
-from .procs import context, die_with_parent
+from .procs import context, die_with_parent, ignore_stop_signals
 from .reader import Chunk, Elements, Lines, LongLine, is_span, own_span_fd, read_span
 from .records import ChunkResult, CountTables, RecordBatcher, RecordError
 from .storage import LocalDir, as_store
@@ -81,7 +81,7 @@ class ChunkSink:
         if isinstance(chunk, LongLine):
             if chunk.blank:  # a blank line, however long: no record
                 return ChunkResult()
-            res = ChunkResult(processed=1, errors=1)
+            res = ChunkResult(processed=1, errors=1, parsed=1)  # never read: not known not JSON
             res.error_lines.append(self.batcher.long_line(chunk.number, chunk.prefix, chunk.length))
             return res
         table, res = self._parse(chunk)  # the bytes it read are freed before rows are written
@@ -229,6 +229,7 @@ def _worker_main(wid: int, inq: Any, outq: Any, owner: int) -> None:
     process is gone (kill -9), and waits for work, however long, while it runs.
     """
     die_with_parent()  # the forkserver: it dies with the owner (procs.py)
+    ignore_stop_signals()  # the forkserver hands SIGINT's handler back to its children
     import pyarrow as pa
 
     # The system allocator hands freed Arrow buffers back; mimalloc keeps them cached, and

@@ -364,7 +364,7 @@ class ChunkResult:
     processed: int = 0
     valid: int = 0
     errors: int = 0
-    parsed: int = 0  # lines that were JSON at all (decides "malformed file")
+    parsed: int = 0  # lines that were JSON at all, or too long to read (decides "malformed file")
     error_lines: list[bytes] = field(default_factory=list)
     counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (date, action) -> n
 
@@ -546,6 +546,9 @@ class RecordBatcher:
         nos = numbers if numbers is not None else range(first, first + len(items))
         if items and (crlf or max(map(len, items)) > self.max_line_bytes):
             items = self._prepare(items, nos, errors, error_nos)
+        # Over-long lines are never read: not known not to be JSON, so they never make the
+        # file malformed (`parsed`), however many there are.
+        unread = len(errors)
         str_ts: list[str] = []
         ts_col: list[int | None] = []
         uid_col: list[str] = []
@@ -616,7 +619,7 @@ class RecordBatcher:
                 reason, fld = NOT_AN_OBJECT, None
             errors.append(self.error_line(line_no, reason, fld, self._raw_text(raw, array)))
             error_nos.append(line_no)
-        res.parsed = len(items) - blank - failed
+        res.parsed = len(items) - blank - failed + unread
         if not ts_col:
             res.errors = res.processed = len(errors)
             return None, res

@@ -189,3 +189,23 @@ def test_blank_lines_before_the_first_byte_never_change_the_format_or_the_line_n
         assert (s["status"], s["processed"], s["valid"], s["errors"]) == ("ok", *want), (name, s)
     errors = [json.loads(x) for f in env.path("errors").rglob("*.jsonl") for x in f.read_text().splitlines()]
     assert {e["source_line"] for e in errors if e["raw"] == "not json"} == {blanks.count(b"\n") + 2}
+
+
+@pytest.mark.parametrize("chunk", [64, 8 << 20], ids=["reader-skips-them", "record-path-meets-them"])
+def test_a_file_of_over_long_records_is_line_too_long_errors_not_malformed(env: Env, chunk: int) -> None:
+    """Over-long lines are never read, so they never make the file `not_json`: a file (or an
+    array) of nothing else is processed, one `line_too_long` error line each, in `process`,
+    in a dry run and in the workers (files beyond two chunks)."""
+    env.write_config(ingest={"chunk_bytes": chunk, "max_line_bytes": 200})
+    big = record(',"pad":"' + "x" * 300 + '"')
+    cases = {"over.jsonl": big + b"\n" + big + b"\n", "over.json": b"[" + big + b"]\n",
+             "many.jsonl": (big + b"\n") * 20}
+    for name, data in cases.items():
+        n = data.count(big)
+        s = _process(env, name, data)
+        assert (s["status"], s["processed"], s["valid"], s["errors"]) == ("ok", n, 0, n), (name, s)
+        path = env.base / name
+        dry = json.loads(env.cli("process", "--dry-run", str(path)).stdout.splitlines()[-1])
+        assert (dry["status"], dry["reasons"]) == ("ok", {"line_too_long": n}), (name, dry)
+    reasons = [e["reason"] for e in env.error_rows()]
+    assert reasons == ["line_too_long"] * (2 + 1 + 20)
