@@ -24,7 +24,7 @@ from typing import Any
 from . import logs
 from .config import Config
 from .metrics import Metrics, snapshot_of
-from .procs import context, die_with_parent
+from .procs import context, die_with_parent, ignore_stop_signals
 
 PUBLISH_EVERY_S = 0.25       # a snapshot at least this often (ages, process_* series)
 PUBLISH_GAP_S = 0.02         # and at most this often, however fast files are done
@@ -72,6 +72,7 @@ def _http_main(config: Config, conn: Any) -> None:
     from .ledger import Ledger
 
     die_with_parent()
+    ignore_stop_signals()  # the forkserver hands SIGINT's handler back to its children
     logs.configure(config.logging.level, config.logging.format)
     try:
         view = MetricsView()

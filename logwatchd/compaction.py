@@ -49,7 +49,7 @@ from .durable import fsync_close, staged_name
 from .errors import Cancelled, is_transient
 from .failpoints import failpoint
 from .ledger import Ledger, Output
-from .procs import context, die_with_parent
+from .procs import context, die_with_parent, ignore_stop_signals
 from .records import CLEAN_SCHEMA, utc_now
 from .writers import DICTIONARY_COLUMNS, PARQUET_COMPRESSION
 
@@ -520,6 +520,7 @@ class _MetricsPipe:
 
 def _pass_main(config: Config, conn: Any, cancel: Any) -> None:
     die_with_parent()
+    ignore_stop_signals()  # the forkserver hands SIGINT's handler back to its children
     logs.configure(config.logging.level, config.logging.format)
     ledger = Ledger.open(config.paths.ledger, root=config.paths.root)
     try:

@@ -31,6 +31,14 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
+def ignore_stop_signals() -> None:
+    """A child process ends when the daemon says so, or dies with it (`die_with_parent`);
+    never on SIGTERM or SIGINT, which reach every process of the group on a Ctrl-C or a
+    `kill` of the process group, in the middle of what the daemon is still winding down."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def context() -> Any:
     """The forkserver context every child is started from."""
     ctx = mp.get_context("forkserver")

@@ -12,8 +12,9 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 
-from conftest import Env
-from daemon_harness import DaemonProc, api_port, api_url, daemon_config, drop
+import pytest
+from conftest import Env, write
+from daemon_harness import DaemonProc, api_port, api_url, daemon_config, drop, free_port
 from test_daemon import assert_exactly_once, records
 
 
@@ -203,3 +204,33 @@ def test_a_port_in_use_fails_start_up_before_any_file_is_taken(env: Env) -> None
     [failed] = d.named("startup_failed")
     assert str(port) in failed["error"]
     assert (env.inbox / "waiting.jsonl").exists() and not d.named("file_processed")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["kill-group", "ctrl-c"])
+def test_a_stop_signal_to_the_whole_group_mid_compaction_is_a_clean_stop(env: Env, sig: int) -> None:
+    """Ctrl-C in a terminal, or a `kill` of the process group, signals every process: the
+    forkserver and its children (workers, compaction, HTTP) must leave the stopping to the
+    daemon. The forkserver died of it, its children with it, and a clean stop logged the
+    compaction pass in progress as failed ("exited with 255")."""
+    daemon_config(env, api=True, api_settings={"min_free_bytes": 0},
+                  compaction={"interval_seconds": 600.0, "min_files": 2})
+    days = 40
+    for k in range(3):  # three small files in each of 40 partitions: a pass of 40 merges
+        lines = [json.dumps({"timestamp": 1700000000 + 86400 * day, "user_id": f"u{k}",
+                             "action": "login"}) for day in range(days)]
+        write(env.base / f"s{k}.jsonl", "\n".join(lines) + "\n")
+    env.process(*(env.base / f"s{k}.jsonl" for k in range(3)))
+    env.write_config(  # the first pass now, then none
+        api={"enabled": True, "listen": f"127.0.0.1:{free_port()}", "min_free_bytes": 0},
+        ingest={"settle_seconds": 0.3, "rescan_seconds": 2.0},
+        compaction={"interval_seconds": 1.0, "min_files": 2})
+    d = DaemonProc(env)
+    try:
+        d.wait_ready()
+        d.wait_event("compaction_done", timeout=60)  # the pass is under way
+        os.killpg(d.proc.pid, sig)
+        assert d.proc.wait(20) == 0
+    finally:
+        d.kill()
+    assert not [e for e in d.events() if e.get("level") == "error"], d.tail()
+    assert env.cli("verify", check=False).returncode == 0
