@@ -605,8 +605,14 @@ class PartitionedParquet:
             raise
         failpoint("parquet.part_closed")
         self._closing.append((_sync_pool().submit(out.close), day, rel))
-        if len(self._closing) >= 4 * SYNC_THREADS:
+        # A part being synced holds its descriptor until it is closed: no more of them than
+        # writers may be open (a quarter of the descriptors), however slow the disk.
+        limit = min(4 * SYNC_THREADS, self.max_open)
+        if len(self._closing) >= limit:
             self._collect(block=False)
+            while len(self._closing) >= limit:
+                self._closing[0][0].result()
+                self._collect(block=False)
 
     def _collect(self, block: bool = True) -> None:
         """Parts whose sync is done join the closed ones (all of them when `block`);

@@ -109,6 +109,18 @@ def test_ten_years_under_ulimit_1024(env: Env, ten_years: Path) -> None:
 
 
 @pytest.mark.slow
+def test_ten_years_under_ulimit_64(env: Env, ten_years: Path) -> None:
+    """As few as 64 descriptors: parts still being synced count against the budget too (they
+    hold theirs until closed), so a slow disk never runs a worker out of them (EMFILE)."""
+    configure(env)
+    proc, _peak = run_process(env, ten_years, nofile=64)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert '"status":"ok"' in proc.stdout.replace(" ", ""), proc.stdout[-2000:]
+    assert pq.read_table(env.path("clean"), columns=["source_line"]).num_rows == 300_000
+    assert max(files_per_date(env.path("clean")).values()) == 1
+
+
+@pytest.mark.slow
 def test_one_year_few_files_per_date_and_real_row_groups(env: Env, tmp_path: Path) -> None:
     """120k records over 366 dates, cut among two workers: one file per date, one row group per file."""
     configure(env)
