@@ -41,6 +41,8 @@ from typing import Any
 import psutil
 import pyarrow.dataset as ds
 
+from logwatchd.layout import IN_HAND_DIR
+
 from .daemon_latency import Daemon, drop_at_rate, start_daemon
 from .http_load import percentile
 from .workload import garbage_line, invalid_line, valid_line
@@ -718,7 +720,8 @@ def _drive(d: Daemon, root: Path, opts: Options) -> dict[str, Any]:
 def _wait_inbox_empty(d: Daemon, timeout: float) -> float | None:
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        if not any(not n.startswith(".") for n in os.listdir(d.inbox)):
+        # Nothing waiting, nor in hand (the daemon's hidden IN_HAND_DIR, there while a file is).
+        if not any(not n.startswith(".") or n == IN_HAND_DIR for n in os.listdir(d.inbox)):
             return time.monotonic() - started
         if d.proc.poll() is not None:
             return None

@@ -188,6 +188,10 @@ class Daemon:
         key = os.fsencode(path.name)
         ident = inode_of(path)
         if ident is None:
+            try:  # gone: taken by an outcome committed whose move failed, say
+                self.pipeline.finish_pending()
+            except Exception as exc:  # noqa: BLE001 - classified like any failure of this file
+                return self._failed(path, key, display_name(path.name), exc, classify(exc, path))
             ledger.end_attempt(key, forget=True)
             return None
         if writer_active(path):

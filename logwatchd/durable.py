@@ -318,11 +318,11 @@ def _settle_taken(fd: int, taken: Path) -> None:
         time.sleep(0.005)
 
 
-def put_down(taken: Path) -> None:
-    """The file in hand has moved on (or back): its directory goes, if nothing is left in it
-    (a move still journalled, say)."""
+def put_down(inbox: Path) -> None:
+    """The file in hand has moved on (or back): the in-hand directory goes, if nothing is
+    left in it (a move still journalled, say)."""
     with contextlib.suppress(OSError):
-        os.rmdir(taken.parent)
+        os.rmdir(inbox / IN_HAND_DIR)
 
 
 def give_back(taken: Path) -> Path:
@@ -344,5 +344,5 @@ def give_back_all(inbox: Path) -> int:
         return 0
     for name in names:
         give_back(hand / name)
-    put_down(hand / "-")
+    put_down(inbox)
     return len(names)

@@ -27,6 +27,8 @@ import errno
 import os
 import sqlite3
 
+from .layout import IN_HAND_DIR
+
 
 class LogwatchdError(Exception):
     """Base of every error logwatchd raises on purpose."""
@@ -150,7 +152,12 @@ def classify(exc: BaseException, subject: os.PathLike[str] | str | None = None) 
             return SQLITE_DISPOSITION[code & 0xFF]
     if isinstance(exc, OSError) and exc.errno in ACCESS_ERRNOS:
         about = {os.fspath(f) for f in (exc.filename, exc.filename2) if f is not None}
-        return Disposition.RETRY if subject is not None and os.fspath(subject) in about \
+        if subject is None:
+            return Disposition.PAUSE
+        # The file itself, or it in hand (durable.take): this file's trouble, not the host's.
+        path = os.fspath(subject)
+        head, name = os.path.split(path)
+        return Disposition.RETRY if about & {path, os.path.join(head, IN_HAND_DIR, name)} \
             else Disposition.PAUSE
     if isinstance(exc, OSError) and exc.errno in ERRNO_DISPOSITION:
         return ERRNO_DISPOSITION[exc.errno]

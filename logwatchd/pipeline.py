@@ -117,15 +117,21 @@ class Pipeline:
         """The ledger's key for an inbox file's attempts (its name), None outside the inbox."""
         return os.fsencode(path.name) if self.in_inbox(path) else None
 
+    def finish_pending(self) -> None:
+        """Carries out the moves of outcomes committed but not moved into place (a rename
+        that failed): their inputs are still in hand."""
+        if self.ledger.pending("input:"):
+            self.ledger.recover("input:")
+            put_down(self.config.paths.inbox)
+
     # --- the one entry point ------------------------------------------------------------
     def process(self, path: Path) -> FileOutcome:
         """Processes one file to its outcome. Raises TransientIOError, FileVanished or a bug."""
         _failpoint(path.name)
         started = time.monotonic()
-        if self.ledger.pending("input:"):
-            # An earlier outcome committed but not moved into place (a failed rename): finish
-            # it first, so that its input is archived rather than taken for a duplicate.
-            self.ledger.recover("input:")
+        # An earlier outcome committed but not moved into place (a failed rename): finish
+        # it first, so that its input is archived rather than taken for a duplicate.
+        self.finish_pending()
         in_inbox = self.in_inbox(path)
         name = display_name(path.name)
         taken = None
@@ -143,7 +149,7 @@ class Pipeline:
             raise
         finally:
             if taken is not None:
-                put_down(taken)
+                put_down(taken.parent.parent)
 
     def _process_taken(self, path: Path, name: str, in_inbox: bool, started: float) -> FileOutcome:
         try:

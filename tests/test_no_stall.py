@@ -16,6 +16,8 @@ from conftest import Env
 from daemon_harness import DaemonProc, api_port, daemon_config, drop
 from test_daemon import assert_exactly_once, records
 
+from logwatchd.layout import IN_HAND_DIR
+
 IS_ROOT = os.geteuid() == 0
 # Root reads any file: without these two capabilities it is held to the file's mode like
 # any other user (a mode-000 input is then EACCES for the daemon, as for a non-root one).
@@ -98,7 +100,8 @@ def test_a_file_that_kills_the_process_is_dead_lettered_across_restarts(env: Env
         d.proc.wait(60)
         d.stop()
         assert d.proc.returncode == -9, f"start {attempt}: the failpoint killed the process"
-        assert (env.inbox / "killer.jsonl").exists()
+        # Killed with the file in hand: the next start gives it back to the inbox.
+        assert (env.inbox / IN_HAND_DIR / "killer.jsonl").exists()
     d = DaemonProc(env)  # the same file, with nothing to kill the process any more
     try:
         d.wait_ready()
