@@ -153,6 +153,7 @@ def oracle_file(content: bytes, array: bool, max_line: int) -> tuple[str, dict[i
             continue
         if len(raw) > max_line:
             verdicts[number] = ("error", ("line_too_long", None))
+            parsed += 1  # never read: not known not to be JSON, so never "not_json"
             continue
         verdicts[number], ok = oracle_record(raw)
         parsed += ok
