@@ -242,6 +242,15 @@ def drop_lease(fd: int) -> None:
     fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
 
 
+def lease_probe(fd: int) -> bool | None:
+    """`read_lease`, dropped again at once: whether no process has the file open for
+    writing now (None: leases are not this process's to take)."""
+    leased = read_lease(fd)
+    if leased:
+        drop_lease(fd)
+    return leased
+
+
 def take(path: Path) -> Path:
     """Moves an inbox file into the inbox's in-hand directory before it is read, durably
     (its outputs' commit moves it on from there); returns where it is now.
@@ -307,10 +316,7 @@ def _settle_taken(fd: int, taken: Path) -> None:
     may still reach it); gives it back (FileBusy) when one still has after TAKE_SETTLE_S."""
     deadline = time.monotonic() + TAKE_SETTLE_S
     while True:
-        leased = read_lease(fd)
-        if leased is not False:
-            if leased:
-                drop_lease(fd)
+        if lease_probe(fd) is not False:
             return
         if time.monotonic() >= deadline:
             give_back(taken)

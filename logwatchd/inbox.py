@@ -22,7 +22,7 @@ from pathlib import Path
 from watchdog.observers.inotify_c import CallbackId, InotifyConstants, InotifyEvent, InotifyFD, Mask
 
 from .config import IngestConfig
-from .durable import drop_lease, read_lease
+from .durable import lease_probe
 
 
 class Intake:
@@ -158,10 +158,7 @@ def writer_active(path: Path) -> bool:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return False
-        leased = read_lease(fd)
-        if leased:
-            drop_lease(fd)
-        return leased is False
+        return lease_probe(fd) is False
     finally:
         os.close(fd)
 
