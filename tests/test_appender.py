@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 
 from conftest import Env
 from daemon_harness import DaemonProc, daemon_config, drop
@@ -104,5 +105,10 @@ def test_a_file_that_fails_after_it_was_taken_waits_in_the_inbox(env: Env) -> No
         d.wait_event("file_retry")
         assert path.exists(), "a file that failed must wait in the inbox, not in hand"
         assert not (env.inbox / IN_HAND_DIR).exists()
+        # Its way back into the inbox is an inotify event: its backoff (1 s, 2 s, ...) holds
+        # all the same.
+        time.sleep(2.5)
+        retries = d.named("file_retry")
+        assert 2 <= len(retries) <= 3, [(e["timestamp"], e.get("retry_in_s")) for e in retries]
     finally:
         assert d.stop() == 0, d.tail()
