@@ -254,6 +254,47 @@ def test_workers_share_dates_out_one_part_per_date(tmp_path: Path) -> None:
             assert [n for n in got[d] if base <= n < base + 10_000] == [base + 100 * k + i for i in range(30)]
 
 
+def test_parts_synced_in_batches_a_failed_sync_closes_the_rest(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finished parts are synced a batch at a time: every part reported is durable and
+    counted once; a sync that fails (a full disk) is raised from `close`, every other part
+    of its batch is still closed (no descriptor left open), and `abort` removes them all."""
+    from logwatchd import storage
+
+    schema = clean_schema()
+    days = [f"2024-03-{d:02d}" for d in range(1, 31)] + [f"2024-04-{d:02d}" for d in range(1, 11)]
+    w = PartitionedParquet(tmp_path / "clean", "s-0", schema, buffer_bytes=1, max_open=256)
+    for k, d in enumerate(days):
+        w.write_chunk(_day_table(schema, d, 100 * k, rows=5))
+    parts = w.close()
+    assert sorted(p.date for p in parts) == days
+    got = _staged_rows(parts)
+    assert all(got[d] == [100 * k + i for i in range(5)] for k, d in enumerate(days))
+
+    closed: list[str] = []
+    real_close = storage.LocalFile.close
+
+    def close(self: storage.LocalFile) -> int:
+        closed.append(self.final.parent.name)
+        if self.final.parent.name == "date=2024-03-20":
+            self.stream.close()
+            raise OSError(28, "No space left on device")
+        return real_close(self)
+
+    monkeypatch.setattr(storage.LocalFile, "close", close)
+    fds = psutil.Process().num_fds()
+    w = PartitionedParquet(tmp_path / "clean2", "s-1", schema, buffer_bytes=1, max_open=256)
+    for k, d in enumerate(days):
+        w.write_chunk(_day_table(schema, d, 100 * k, rows=5))
+    with pytest.raises(OSError, match="No space"):
+        w.close()
+    batch = days[writers.SYNC_BATCH:2 * writers.SYNC_BATCH]  # the failing part's batch
+    assert "2024-03-20" in batch and {f"date={d}" for d in batch} <= set(closed)
+    w.abort()
+    assert psutil.Process().num_fds() == fds
+    assert not [p for p in (tmp_path / "clean2").rglob("*") if p.is_file()]
+
+
 @pytest.mark.parametrize("block_rows", [writers.BLOCK_ROWS, 100], ids=["one-block", "blocks-of-100"])
 def test_small_dates_read_back_in_ranges_around_a_busy_date(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                            block_rows: int) -> None:
