@@ -328,6 +328,11 @@ class Daemon:
             self.log.warning(logs.FILE_REFUSED, file=o.file, reason=o.reason, detail=o.detail)
             return
         self.metrics.file_done(o.status, o.processed, o.valid, o.errors, o.duration_ms / 1000)
+        if o.grown_into is not None:
+            self.log.warning(logs.FILE_GREW, file=o.file, bytes=o.bytes, new_file=o.grown_into,
+                             detail="written to after it was taken: the bytes read are this "
+                                    "outcome, the rest is the new inbox file; a producer "
+                                    "should write under a temporary name and rename")
         if o.status == "ok":
             self.log.info(logs.FILE_PROCESSED, file=o.file, sha256=o.sha256, bytes=o.bytes,
                           processed=o.processed, valid=o.valid, errors=o.errors,

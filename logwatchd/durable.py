@@ -12,6 +12,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import shutil
 import stat
 import time
 from collections.abc import Callable
@@ -165,24 +166,37 @@ def free_name(directory: Path, name: str, tag: str | None, limit: int = KEPT_NAM
     if len(os.fsencode(name)) <= limit and _free(directory / name):
         return directory / name
     tag = (tag or f"{time.time_ns():x}")[:12]
-    dot = name.find(".", 1)
-    stem, suffixes = (name, "") if dot < 0 else (name[:dot], name[dot:])
-    while len(os.fsencode(suffixes)) > 32:  # a pathological "suffix": keep its last parts
-        dot = suffixes.find(".", 1)
-        stem, suffixes = (stem + suffixes, "") if dot < 0 else (stem + suffixes[:dot], suffixes[dot:])
-    room = KEPT_NAME_MAX - len(os.fsencode(suffixes)) - len(tag) - 1 - 8  # 8: "-NNNNNNN"
-    raw = os.fsencode(stem)
-    if len(raw) > room:
-        cut = raw[:max(room, 1)]
-        if raw.decode(errors="ignore").encode() == raw:  # valid UTF-8: never cut a character
-            cut = cut.decode(errors="ignore").encode() or cut
-        stem = os.fsdecode(cut)
+    stem, suffixes = _tag_room(name, len(tag) + 1 + 8)  # 8: "-NNNNNNN"
     n = 0
     while True:
         target = directory / f"{stem}.{tag}{'' if n == 0 else f'-{n}'}{suffixes}"
         if _free(target):
             return target
         n += 1
+
+
+def tagged_name(name: str, tag: str) -> str:
+    """`name` tagged before its first suffix (`a.<tag>.jsonl`), its stem cut to fit."""
+    stem, suffixes = _tag_room(name, len(tag) + 1)
+    return f"{stem}.{tag}{suffixes}"
+
+
+def _tag_room(name: str, extra: int) -> tuple[str, str]:
+    """`name` split into its stem and suffixes, the stem cut so that `extra` more bytes
+    fit within KEPT_NAME_MAX."""
+    dot = name.find(".", 1)
+    stem, suffixes = (name, "") if dot < 0 else (name[:dot], name[dot:])
+    while len(os.fsencode(suffixes)) > 32:  # a pathological "suffix": keep its last parts
+        dot = suffixes.find(".", 1)
+        stem, suffixes = (stem + suffixes, "") if dot < 0 else (stem + suffixes[:dot], suffixes[dot:])
+    room = KEPT_NAME_MAX - len(os.fsencode(suffixes)) - extra
+    raw = os.fsencode(stem)
+    if len(raw) > room:
+        cut = raw[:max(room, 1)]
+        if raw.decode(errors="ignore").encode() == raw:  # valid UTF-8: never cut a character
+            cut = cut.decode(errors="ignore").encode() or cut
+        stem = os.fsdecode(cut)
+    return stem, suffixes
 
 
 def _free(target: Path) -> bool:
@@ -299,6 +313,68 @@ def take(path: Path) -> Path:
     fsync_dir(dst.parent)
     fsync_dir(path.parent)
     return dst
+
+
+def split_grown(path: Path, sha: str, size: int, progress: Callable[[], None] | None = None) -> Path | None:
+    """A file in hand that grew after its outcome was committed: a writer without a lease
+    to keep it out (see `take`) appended to it. When its first `size` bytes are still
+    what was committed (`sha`), the bytes after them become a new inbox file, durably,
+    and the file is cut back to what was committed; returns the new file. None when the
+    file did not only grow: it is left as it is.
+
+    The new name is the same for the same commit, so a crash before the cut only makes
+    the copy again. What the writer adds after this is not seen (without leases nothing
+    tells the daemon that a writer still holds the file).
+    """
+    if path.parent.name != IN_HAND_DIR:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    inbox = path.parent.parent
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or os.fstat(fd).st_size <= size:
+            return None
+        h, left = hashlib.sha256(), size
+        while left and (block := fh.read(min(left, 1 << 20))):
+            h.update(block)
+            left -= len(block)
+            if progress is not None:
+                progress()
+        if left or h.hexdigest() != sha:
+            return None
+        target = inbox / tagged_name(path.name, f"{sha[:12]}+{size}")
+        staged = staged_name(target)
+        with open(staged, "wb") as out:
+            shutil.copyfileobj(fh, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+    try:
+        rename_noreplace(staged, target)
+    except FileExistsError:
+        # Made before a crash and not read since (recovery runs before intake): the
+        # longer copy replaces it. Anything else under that name is not ours.
+        if _starts_with(staged, target):
+            os.replace(staged, target)
+        else:
+            target = free_name(inbox, target.name, None)
+            rename_noreplace(staged, target)
+    fsync_dir(inbox)
+    try:
+        os.truncate(path, size)  # what is archived is what was committed
+    except OSError:
+        pass  # not ours to cut (no write permission): archived as it grew
+    return target
+
+
+def _starts_with(path: Path, prefix: Path) -> bool:
+    """Whether the file at `prefix` holds a prefix of the file at `path`'s bytes."""
+    with open(path, "rb") as a, open(prefix, "rb") as b:
+        while block := b.read(1 << 20):
+            if a.read(len(block)) != block:
+                return False
+    return True
 
 
 def _move_in_hand(path: Path) -> Path:

@@ -3,7 +3,8 @@
 Off unless `LOGWATCHD_FAILPOINTS` names them when the process starts: a comma-separated
 list of `NAME` or `NAME=ACTION`, ACTION being `kill` (SIGKILL this process, the default),
 `raise` (a RuntimeError, as a bug would) or `sleep` (0.05 s, each time: slows the step
-down, so that a test can stop the process in the middle of it). `NAME` may end with `*`.
+down, so that a test can stop the process in the middle of it; `sleep:SECONDS` for
+another time). `NAME` may end with `*`.
 Unset, a failpoint costs one dictionary lookup.
 
 The names (`tests/test_failpoints.py` kills the process at each in turn):
@@ -55,7 +56,7 @@ def failpoint(name: str) -> None:
             return
     if action == "raise":
         raise RuntimeError(f"failpoint {name}")
-    if action == "sleep":
-        time.sleep(SLEEP_S)
+    if action == "sleep" or action.startswith("sleep:"):
+        time.sleep(float(action[6:]) if action != "sleep" else SLEEP_S)
         return
     os.kill(os.getpid(), signal.SIGKILL)

@@ -17,9 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from .durable import fsync_dir, fsync_file, keep, move, sha256_file, sync_dirs
+from .durable import fsync_dir, fsync_file, keep, move, sha256_file, split_grown, sync_dirs
 from .errors import LedgerError, LogwatchdError
 from .failpoints import failpoint
 from .layout import stem_globs
@@ -379,8 +379,9 @@ class Ledger:
 
     # --- the journal ------------------------------------------------------------------
     def complete(self, txn: str, progress: Callable[[], None] | None = None,
-                 known: dict[Path, FileIdentity] | None = None) -> None:
-        """Carries out a committed transaction's moves, then forgets them.
+                 known: dict[Path, FileIdentity] | None = None) -> list[Grown]:
+        """Carries out a committed transaction's moves, then forgets them; returns the
+        inputs that had grown since they were read (`durable.split_grown`).
 
         A move guarded by a content hash re-reads its source, unless `known` vouches for
         it: the identity (device, inode, size, mtime) the caller saw when it hashed the
@@ -393,17 +394,28 @@ class Ledger:
                     "SELECT src, dst, src_sha256, src_ident FROM journal WHERE txn = ? ORDER BY id",
                     (txn,)).fetchall()
             synced: set[Path] = set()
+            grown: list[Grown] = []
             for n, (src, dst, sha, ident) in enumerate(rows):
                 path = self.abs(src)
                 vouched = known is not None and path in known and identity(path) == known[path]
-                _apply_move(path, None if dst is None else self.abs(dst), None if vouched else sha,
-                            ident, synced, progress)
+                tail = _apply_move(path, None if dst is None else self.abs(dst), None if vouched else sha,
+                                   ident, synced, progress, self._committed_bytes)
+                if tail is not None:
+                    grown.append(tail)
                 failpoint(f"{txn.split(':', 1)[0]}.moved-{'first' if n == 0 else 'more'}")
             failpoint(f"{txn.split(':', 1)[0]}.moved")
             sync_dirs(synced)
             failpoint(f"{txn.split(':', 1)[0]}.synced")
             with self._write_lock, _immediate(self._conn) as conn:
                 conn.execute("DELETE FROM journal WHERE txn = ?", (txn,))
+        return grown
+
+    def _committed_bytes(self, sha256: str) -> int | None:
+        """The size of the committed input with this content, if any."""
+        with self._write_lock:
+            row = self._conn.execute("SELECT bytes FROM inputs WHERE sha256 = ? LIMIT 1",
+                                     (sha256,)).fetchone()
+        return None if row is None else int(row[0])
 
     def recover(self, prefix: str = "") -> int:
         """Completes every committed transaction whose moves are not done (a crash, a failed
@@ -632,18 +644,35 @@ def _ident_text(m: Move) -> str | None:
     return None if m.src_ident is None else ("keep:" if m.keep else "") + m.src_ident
 
 
+class Grown(NamedTuple):
+    """An input that grew after it was read: its first `size` bytes were committed, the
+    rest is the inbox file `tail` (`durable.split_grown`)."""
+
+    src: Path
+    size: int
+    tail: Path
+
+
 def _apply_move(src: Path, dst: Path | None, sha: str | None, ident: str | None,
-                synced: set[Path], progress: Callable[[], None] | None = None) -> None:
-    """One journal move, idempotent: done already, or source gone, is fine."""
+                synced: set[Path], progress: Callable[[], None] | None = None,
+                committed_bytes: Callable[[str], int | None] | None = None) -> Grown | None:
+    """One journal move, idempotent: done already, or source gone, is fine. An input that
+    only grew since it was read is cut back first, its new bytes the next input."""
     keep_dst = ident is not None and ident.startswith("keep:")
     ident = ident[5:] if keep_dst and ident is not None else ident
     if not os.path.lexists(src):
-        return  # already moved (or deleted) before the crash
+        return None  # already moved (or deleted) before the crash
     if ident and inode_of(src) != ident:
-        return  # another file was renamed over the name: it is processed on its own
+        return None  # another file was renamed over the name: it is processed on its own
+    grown = None
     if sha is not None and sha256_file(src, progress) != sha:
-        return  # the name now holds other content: leave it for its own processing
+        size = committed_bytes(sha) if committed_bytes is not None else None
+        tail = None if size is None else split_grown(src, sha, size, progress)
+        if size is None or tail is None:
+            return None  # the name now holds other content: leave it for its own processing
+        grown = Grown(src, size, tail)
     if keep_dst and dst is not None:
         keep(src, dst, synced)
     else:
         move(src, dst, synced)
+    return grown

@@ -43,7 +43,7 @@ from .layout import (
     repeat_stem,
     staged_name,
 )
-from .ledger import Commit, FileIdentity, Ledger, Move, Output, identity, inode_of, utc_iso
+from .ledger import Commit, FileIdentity, Grown, Ledger, Move, Output, identity, inode_of, utc_iso
 from .parallel import JobSpec, LocalRunner, PoolRunner
 from .reader import HashingReader, iter_chunks, open_input
 from .records import ChunkResult, utc_now
@@ -68,6 +68,7 @@ class FileOutcome:
     detail: str | None = None
     duration_ms: float = 0.0
     counts: dict[tuple[str, str], int] = field(default_factory=dict, repr=False)
+    grown_into: str | None = None   # it grew after it was read: its new bytes, a new inbox file
 
     def summary(self) -> dict[str, Any]:
         # SPEC §2 knows four statuses: a refused entry was quarantined as it is.
@@ -168,7 +169,8 @@ class Pipeline:
         # The input is closed before it moves: its close event belongs to the inbox. Its
         # identity vouches for the hash just computed, so archiving needs no third read.
         commit.duration_ms = round((time.monotonic() - started) * 1000, 3)
-        self._apply(commit, now, {path: identity(st)})
+        for g in self._apply(commit, now, {path: identity(st)}):
+            outcome.grown_into = display_name(g.tail.name)
         outcome.duration_ms = round((time.monotonic() - started) * 1000, 3)
         return outcome
 
@@ -250,8 +252,9 @@ class Pipeline:
                     ident, keep=True)
 
     def _apply(self, commit: Commit, now: datetime,
-               known: dict[Path, FileIdentity | None] | None = None) -> None:
-        """Commits the outcome, then moves its files into place (see ledger.py)."""
+               known: dict[Path, FileIdentity | None] | None = None) -> list[Grown]:
+        """Commits the outcome, then moves its files into place (see ledger.py); returns
+        the inputs that grew after they were read."""
         if commit.attempt is None and commit.moves:
             commit.attempt = self.attempt_key(commit.moves[-1].src)
         failpoint("input.staged")
@@ -267,8 +270,8 @@ class Pipeline:
             raise
         self._committed = True  # its journal moves the input on, from where it is now
         failpoint("input.committed")
-        self.ledger.complete(txn, self.progress,
-                             {p: i for p, i in (known or {}).items() if i is not None})
+        return self.ledger.complete(txn, self.progress,
+                                    {p: i for p, i in (known or {}).items() if i is not None})
 
     def _quarantine(self, path: Path, name: str, st: os.stat_result, sha: str,
                     exc: MalformedFile, in_inbox: bool, now: datetime) -> tuple[FileOutcome, Commit]:

@@ -9,15 +9,20 @@ whether a writer is active, which the kernel signals with SIGIO: that ended the 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
+from contextlib import closing
+from pathlib import Path
 
 from conftest import Env
 from daemon_harness import DaemonProc, daemon_config, drop
 
+from logwatchd.durable import split_grown
 from logwatchd.layout import IN_HAND_DIR
 
 APPENDER = textwrap.dedent("""
@@ -112,3 +117,107 @@ def test_a_file_that_fails_after_it_was_taken_waits_in_the_inbox(env: Env) -> No
         assert 2 <= len(retries) <= 3, [(e["timestamp"], e.get("retry_in_s")) for e in retries]
     finally:
         assert d.stop() == 0, d.tail()
+
+
+LINE = b'{"timestamp":"2024-05-05T10:00:00Z","user_id":"u","action":"login","i":%d}\n'
+
+
+def _lines(first: int, n: int) -> bytes:
+    return b"".join(LINE % i for i in range(first, first + n))
+
+
+def _assert_each_line_once(env: Env, n: int, committed: bytes) -> None:
+    seen = _rows_by_i(env)
+    assert sorted(seen) == list(range(n)) and set(seen.values()) == {1}, seen
+    [archived] = [p for p in (env.root / "archive").rglob("*") if p.is_file()
+                  and p.read_bytes().startswith(committed[:80])]
+    assert archived.read_bytes() == committed, "the archive holds what was committed"
+    assert not (env.inbox / IN_HAND_DIR).exists()
+    env.cli("verify")
+
+
+def test_lines_a_writer_adds_after_the_commit_are_the_next_input(env: Env) -> None:
+    """Without a lease (the file is another user's and the daemon lacks CAP_LEASE), a
+    producer whose `open` of the inbox name raced with the take writes into the file in
+    hand unseen. Lines it adds after the outcome is committed must be neither counted twice
+    (the grown file came again whole) nor lost: its new bytes become a new inbox file, and
+    the archived file is what was committed. The writer is simulated by opening the file
+    in hand while the daemon waits after the commit (a failpoint)."""
+    daemon_config(env)
+    committed = _lines(0, 5)
+    d = DaemonProc(env, extra_env={"LOGWATCHD_FAILPOINTS": "input.committed=sleep:3"})
+    try:
+        d.wait_ready()
+        drop(env, "held.jsonl", committed)
+        d.wait_for(lambda: _committed_inputs(env) == 1, 30, "the outcome committed")
+        with open(env.inbox / IN_HAND_DIR / "held.jsonl", "ab") as f:
+            f.write(_lines(5, 3))
+        [grew] = d.wait_event("file_grew", timeout=30)
+        assert grew["file"] == "held.jsonl" and grew["bytes"] == len(committed)
+        assert grew["new_file"].startswith("held.") and grew["new_file"].endswith(".jsonl")
+        d.wait_event("file_processed", count=2)
+        d.wait_inbox_empty()
+    finally:
+        assert d.stop() == 0, d.tail()
+    _assert_each_line_once(env, 8, committed)
+
+
+def test_lines_added_to_a_committed_file_before_a_crash_are_the_next_input(env: Env) -> None:
+    """kill -9 after the commit, lines then added to the file in hand: start-up recovery
+    archives what was committed and makes the rest a new inbox file; each line once."""
+    daemon_config(env)
+    committed = _lines(0, 4)
+    d = DaemonProc(env, extra_env={"LOGWATCHD_FAILPOINTS": "input.committed"})
+    try:
+        d.wait_ready()
+        drop(env, "a.jsonl", committed)
+        d.wait_for(lambda: d.proc.poll() is not None, 30, "the kill")
+    finally:
+        d.kill()
+    with open(env.inbox / IN_HAND_DIR / "a.jsonl", "ab") as f:
+        f.write(_lines(4, 6))
+    d = DaemonProc(env)
+    try:
+        d.wait_ready()
+        [e] = d.wait_event("file_processed")
+        assert e["processed"] == 6 and e["file"] != "a.jsonl"
+        d.wait_inbox_empty()
+    finally:
+        assert d.stop() == 0, d.tail()
+    _assert_each_line_once(env, 10, committed)
+
+
+def _committed_inputs(env: Env) -> int:
+    with closing(sqlite3.connect(f"file:{env.path('state')}/ledger.sqlite3?mode=ro", uri=True)) as c:
+        return int(c.execute("SELECT count(*) FROM inputs").fetchone()[0])
+
+
+def test_split_grown_only_splits_a_file_that_only_grew(tmp_path: Path) -> None:
+    """The committed bytes must still be the file's first bytes; the copy is made once per
+    commit (a crash's earlier, shorter copy is replaced), and never over a stranger's file."""
+    hand = tmp_path / "inbox" / IN_HAND_DIR
+    hand.mkdir(parents=True)
+    committed = _lines(0, 3)
+    sha = hashlib.sha256(committed).hexdigest()
+    f = hand / "a.jsonl"
+
+    f.write_bytes(committed)
+    assert split_grown(f, sha, len(committed)) is None  # not grown
+    f.write_bytes(b"X" + committed[1:] + _lines(3, 1))
+    assert split_grown(f, sha, len(committed)) is None  # rewritten, not appended to
+    assert f.read_bytes().startswith(b"X")
+
+    f.write_bytes(committed + _lines(3, 1))
+    first = split_grown(f, sha, len(committed))
+    assert first is not None and first.parent == tmp_path / "inbox"
+    assert first.name == f"a.{sha[:12]}+{len(committed)}.jsonl"
+    assert first.read_bytes() == _lines(3, 1) and f.read_bytes() == committed
+    f.write_bytes(committed + _lines(3, 2))  # the same commit again (recovery after a crash)
+    assert split_grown(f, sha, len(committed)) == first and first.read_bytes() == _lines(3, 2)
+    first.write_bytes(b"someone else's\n")
+    f.write_bytes(committed + _lines(3, 2))
+    other = split_grown(f, sha, len(committed))
+    assert other is not None and other != first and other.read_bytes() == _lines(3, 2)
+    assert first.read_bytes() == b"someone else's\n"
+    assert not [p for p in (tmp_path / "inbox").iterdir() if p.name.endswith(".tmp")]
+    assert split_grown(tmp_path / "inbox" / "b.jsonl", sha, 1) is None  # not in hand
