@@ -442,6 +442,11 @@ _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},"]', re.DOTALL)
 # The rest of a string whose opening quote was seen: stops at its closing quote, at the end
 # of the bytes, or before a final backslash whose escaped byte is still to come.
 _STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)
+# A whole element that is an object without nested objects or arrays, with the comma or
+# bracket after it: the common case, taken in one match (possessive, so never backtracking)
+# instead of a match per string and bracket; anything else goes token by token.
+_FLAT_OBJECT = re.compile(rb'[ \t\n\r]*+\{(?:[^{}\[\]"\\]++|"[^"\\]*+(?:\\.[^"\\]*+)*+")*+\}[ \t\n\r]*+[,\]]',
+                          re.DOTALL)
 _ELEMENTS_PER_CHUNK = 10_000
 
 
@@ -475,13 +480,20 @@ def _array_chunks(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int
                 in_string = False
                 continue
         else:
-            m = _TOKEN.search(buf, pos)
-            if m is not None and m.end() - m.start() == 1 and buf[m.start()] == 0x22:
-                in_string, pos = True, m.end()  # a string cut by the end of the bytes
-                continue
-            if m is not None:
-                pos = m.end()
-                c = buf[m.start()]
+            flat = _FLAT_OBJECT.match(buf, pos) if pos == elem_start and skipped < 0 else None
+            if flat is not None:  # a whole element and what ends it
+                pos = flat.end()
+                end = pos - 1
+            else:
+                m = _TOKEN.search(buf, pos)
+                if m is not None and m.end() - m.start() == 1 and buf[m.start()] == 0x22:
+                    in_string, pos = True, m.end()  # a string cut by the end of the bytes
+                    continue
+                end = -1 if m is None else m.start()
+                if m is not None:
+                    pos = m.end()
+            if end >= 0:
+                c = buf[end]
                 if c == 0x22 or (c == 0x2C and depth > 0):  # a string; a comma inside
                     continue
                 if c in b"[{":
@@ -493,7 +505,7 @@ def _array_chunks(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int
                 if c == 0x7D:  # "}"
                     raise MalformedFile("invalid_array", "mismatched bracket at the end of the array")
                 closed = c == 0x5D  # "]"
-                elem = bytes(buf[elem_start:m.start()].strip(JSON_WS))
+                elem = bytes(buf[elem_start:end].strip(JSON_WS))
                 elem_start = pos
                 if skipped >= 0:
                     if run:

@@ -96,3 +96,34 @@ def test_an_over_long_crlf_line_keeps_no_cr_whatever_the_chunk_size(env: Env) ->
         assert summary["errors"] == 3, summary
     raws = [(e["source_file"], e["source_line"], e["raw"]) for e in env.error_rows() if e["reason"] == "line_too_long"]
     assert raws == [(f"crlf-{c}.jsonl", k, line) for c in (1 << 20, 64) for k in (1, 2)]
+
+
+TRICKY = [
+    b'{"a":"x,y]}","b":"q\\"]","c":"back\\\\"}',       # brackets, commas and escapes in strings
+    b'{ "n" : 1 ,\r\n "m" : [1, {"z": "}"}] }',          # nested: scanned token by token
+    b'{}',
+    b'{"k": "\xc3\xa9\xf0\x9f\x98\x80"}',                 # UTF-8
+    b'{\\}',                                              # a backslash outside a string (not JSON)
+    b'"a string"', b'17', b'null', b'[1, [2]]',
+    b'{"long": "' + b'y' * 3000 + b'"}',
+]
+
+
+def test_array_elements_are_cut_exactly_whatever_the_reads() -> None:
+    """Every element comes out byte for byte as written (without the whitespace around it),
+    in order, flat objects and all other kinds alike, whether an element sits within one
+    read or is cut by the end of several."""
+    from logwatchd import reader
+
+    seps = [b",", b" ,\n", b"\r\n,\t", b","]
+    elements = TRICKY * 3
+    data = b"[\n" + b"".join(seps[i % len(seps)] + e for i, e in enumerate(elements))[1:] + b"\n]\n"
+    for read_bytes in (5, 64, 1 << 20):
+        reader.READ_BYTES, saved = read_bytes, reader.READ_BYTES
+        try:
+            chunks = _scan(data, 1 << 20)
+        finally:
+            reader.READ_BYTES = saved
+        got = [e for c in chunks if isinstance(c, Elements) for e in c.items]
+        assert got == elements, read_bytes
+        assert [c.first for c in chunks] == [1]
