@@ -180,6 +180,8 @@ class Daemon:
                 self._forget_failing(path)
             else:
                 self.intake.retry(path, retry_in)
+            if not self.intake.queued():  # drained: recounted now, not up to 2 s later
+                self._refresh_backlog()
 
     def _handle(self, path: Path) -> float | None:
         """Processes one file; returns seconds to wait before retrying it, or None when done."""

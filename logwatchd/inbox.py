@@ -88,6 +88,11 @@ class Intake:
             self._q.append(path)
         return None
 
+    def queued(self) -> int:
+        """Files ready to be taken now."""
+        with self._cv:
+            return len(self._q)
+
     def take(self, timeout: float) -> Path | None:
         with self._cv:
             wait = self._release_due()

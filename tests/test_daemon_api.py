@@ -234,3 +234,21 @@ def test_a_stop_signal_to_the_whole_group_mid_compaction_is_a_clean_stop(env: En
         d.kill()
     assert not [e for e in d.events() if e.get("level") == "error"], d.tail()
     assert env.cli("verify", check=False).returncode == 0
+
+
+def test_stats_backlog_reaches_zero_as_soon_as_a_burst_is_drained(env: Env) -> None:
+    """After the last file of a backlog is committed, /stats says the inbox is empty at
+    once, not at the next periodic recount (up to 2 s later)."""
+    daemon_config(env, api=True, metrics={"interval_seconds": 60.0})
+    for i in range(300):  # counted at start-up
+        drop(env, f"burst-{i:03d}.jsonl", records(f"b{i}", 3))
+    d = DaemonProc(env)
+    base = api_url(env)
+    try:
+        d.wait_event("file_processed", count=300, timeout=120)
+        drained_at = time.monotonic()
+        while json.loads(get(base + "/stats")[1])["backlog"] != 0:
+            assert time.monotonic() - drained_at < 0.5, "/stats still counts files already processed"
+            time.sleep(0.05)
+    finally:
+        assert d.stop() == 0, d.tail()
