@@ -860,8 +860,97 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(flat_objects_doc,
+"flat_objects(buf, pos, max_count, max_bytes, max_element) -> (elements, pos, bytes, closed)\n\n"
+"The elements of a JSON array from `pos` (where an element begins) that are objects without\n"
+"nested objects or arrays, as bytes from `{` to `}`, each with the comma or `]` after it\n"
+"consumed: what reader._FLAT_OBJECT matches, one after the other. Stops before anything\n"
+"else (another kind of element, a nested bracket, a backslash outside a string, an element\n"
+"longer than max_element bytes, the end of buf), after the closing `]` (closed), or once\n"
+"max_count elements or max_bytes bytes of them are taken. Returns the position reached\n"
+"and the elements' total size. Only the structure is looked at, as in reader.py.");
+
+static int is_ws(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+static PyObject *flat_objects(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t pos, max_count, max_bytes, max_element;
+    if (!PyArg_ParseTuple(args, "y*nnnn", &view, &pos, &max_count, &max_bytes, &max_element))
+        return NULL;
+    PyObject *list = PyList_New(0);
+    if (list == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    const unsigned char *base = view.buf, *end = base + view.len;
+    const unsigned char *p = base + (pos < 0 ? 0 : pos > view.len ? view.len : pos);
+    Py_ssize_t count = 0, total = 0;
+    int closed = 0;
+    while (count < max_count && total < max_bytes) {
+        const unsigned char *q = p;
+        while (q < end && is_ws(*q))
+            q++;
+        if (q >= end || *q != '{')
+            break;
+        const unsigned char *start = q++;
+        int whole = 0;
+        while (q < end) {
+            unsigned char c = *q;
+            if (c == '"') {
+                q++;
+                while (q < end && *q != '"') {
+                    if (*q == '\\') {
+                        if (q + 1 >= end)
+                            break;
+                        q++;
+                    }
+                    q++;
+                }
+                if (q >= end || *q != '"')
+                    break;  /* the string goes on past buf */
+                q++;
+                continue;
+            }
+            if (c == '}') {
+                q++;
+                whole = 1;
+                break;
+            }
+            if (c == '{' || c == '[' || c == ']' || c == '\\')
+                break;
+            q++;
+        }
+        if (!whole)
+            break;
+        const unsigned char *stop = q;
+        while (q < end && is_ws(*q))
+            q++;
+        if (q >= end || (*q != ',' && *q != ']') || stop - start > max_element)
+            break;
+        PyObject *item = PyBytes_FromStringAndSize((const char *)start, stop - start);
+        if (item == NULL || PyList_Append(list, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(list);
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        Py_DECREF(item);
+        count++;
+        total += stop - start;
+        p = q + 1;
+        if (*q == ']') {
+            closed = 1;
+            break;
+        }
+    }
+    Py_ssize_t reached = p - base;
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(NnnN)", list, reached, total, PyBool_FromLong(closed));
+}
+
 static PyMethodDef methods[] = {
     {"scan_lines", scan_lines, METH_VARARGS, scan_lines_doc},
+    {"flat_objects", flat_objects, METH_VARARGS, flat_objects_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -21,6 +21,11 @@ from isal import igzip, isal_zlib
 
 from .errors import FileVanished, MalformedFile, RefusedFile, TransientIOError
 
+try:
+    from . import _scan
+except ImportError:  # built without a C compiler: the regex below does the same, slower
+    _scan = None  # type: ignore[assignment]
+
 GZIP_MAGIC = b"\x1f\x8b"
 BOM = b"\xef\xbb\xbf"
 # RFC 8259 whitespace. bytes.strip() would also drop \x0b and \x0c, which are not JSON:
@@ -473,6 +478,19 @@ def _array_chunks(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int
     run_bytes = 0
     eof = closed = False
     while not closed:
+        if _scan is not None and pos == elem_start and skipped < 0 and not in_string:
+            # As many flat objects as the run takes, in one call (the same cut as below).
+            elems, at, size, closed = _scan.flat_objects(
+                buf, pos, _ELEMENTS_PER_CHUNK - len(run), chunk_bytes - run_bytes, max_line)
+            if elems:
+                run += elems
+                run_bytes += size
+                number += len(elems)
+                pos = elem_start = at
+                if closed or len(run) >= _ELEMENTS_PER_CHUNK or run_bytes >= chunk_bytes:
+                    yield Elements(run_first, run)
+                    run, run_bytes, run_first = [], 0, number
+                continue
         if in_string:
             pos = _STRING_REST.match(buf, pos).end()  # type: ignore[union-attr]  # always matches
             if pos < len(buf) and buf[pos] == 0x22:  # the closing quote

@@ -8,6 +8,7 @@ import json
 import time
 import tracemalloc
 
+import pytest
 from conftest import Env, write
 
 from logwatchd.reader import Elements, HashingReader, LongLine, iter_chunks
@@ -109,11 +110,17 @@ TRICKY = [
 ]
 
 
-def test_array_elements_are_cut_exactly_whatever_the_reads() -> None:
+@pytest.mark.parametrize("c_path", [True, False], ids=["c", "python"])
+def test_array_elements_are_cut_exactly_whatever_the_reads(c_path: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every element comes out byte for byte as written (without the whitespace around it),
     in order, flat objects and all other kinds alike, whether an element sits within one
-    read or is cut by the end of several."""
+    read or is cut by the end of several; with the C cut of flat objects and without it."""
     from logwatchd import reader
+
+    if c_path and reader._scan is None:
+        pytest.skip("logwatchd._scan is not built (no C compiler at install)")
+    if not c_path:
+        monkeypatch.setattr(reader, "_scan", None)
 
     seps = [b",", b" ,\n", b"\r\n,\t", b","]
     elements = TRICKY * 3

@@ -284,3 +284,57 @@ def test_every_prefix_of_a_line_ends_cleanly() -> None:
     block = RICH + b" " * 400  # also beyond 512 bytes: the C path reads past no allocation
     for n in range(1, len(block) + 1):
         both(block[:n])
+
+
+def _flat_reference(buf: bytes, pos: int, max_count: int, max_bytes: int,
+                    max_element: int) -> tuple[list[bytes], int, int, bool]:
+    """`_scan.flat_objects` as the reader's regex does it, one match at a time."""
+    from logwatchd.reader import _FLAT_OBJECT, JSON_WS
+
+    out: list[bytes] = []
+    total, closed = 0, False
+    while len(out) < max_count and total < max_bytes:
+        m = _FLAT_OBJECT.match(buf, pos)
+        if m is None:
+            break
+        elem = buf[pos:m.end() - 1].strip(JSON_WS)
+        if len(elem) > max_element:
+            break
+        out.append(elem)
+        total += len(elem)
+        pos = m.end()
+        if buf[pos - 1] == 0x5D:
+            closed = True
+            break
+    return out, pos, total, closed
+
+
+def _random_array(rnd: random.Random) -> bytes:
+    pieces = [b"\\", b'"', b"{", b"}", b"[", b"]", b",", b" ", b"\n", b"\r", b"\t", b":",
+              b"a", b"1", b'\\"', b"\\\\", b'"x"', b'"k":"v"', "é".encode(), b"\x00", b"\xff"]
+    elems = []
+    for _ in range(rnd.randint(0, 6)):
+        if rnd.random() < 0.6:
+            body = b",".join(b'"k%d":"%s"' % (i, rnd.choice([b"v", b'\\"', b"\\\\", b"{[,]}", b""]))
+                             for i in range(rnd.randint(0, 4)))
+            elems.append(b"{" + body + b"}")
+        else:
+            elems.append(b"".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 12))))
+    return rnd.choice([b"", b" ", b"\n"]) + rnd.choice([b",", b" , ", b",\n"]).join(elems) + \
+        rnd.choice([b"]", b" ]", b"", b"],{}"])
+
+
+def test_flat_objects_cuts_as_the_regex_does_at_every_prefix() -> None:
+    """The C cut of an array's flat objects is the regex's, on random arrays (broken ones
+    too) cut at every byte, with every kind of limit: under the sanitizers as well."""
+    from logwatchd import _scan
+
+    rnd = random.Random(11)
+    for _ in range(1500):
+        data = _random_array(rnd)
+        limits = (rnd.randint(1, 5), rnd.choice([1, 10, 1 << 30]), rnd.choice([2, 12, 1 << 20]))
+        for cut in range(len(data) + 1):
+            buf = bytearray(data[:cut])
+            for pos in (0, rnd.randint(0, cut)):
+                assert _scan.flat_objects(buf, pos, *limits) == _flat_reference(bytes(buf), pos, *limits), \
+                    (data[:cut], pos, limits)
