@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 # staged_name is also imported from here by compaction and the tests.
-from .errors import FileBusy
+from .errors import FileBusy, ForeignInHand
 from .layout import IN_HAND_DIR, REASON_SUFFIX, sidecar_name, staged_name
 
 
@@ -377,8 +377,28 @@ def _starts_with(path: Path, prefix: Path) -> bool:
     return True
 
 
+def in_hand_dir(inbox: Path) -> Path | None:
+    """The inbox's in-hand directory if it is there (None if not). ForeignInHand when its
+    name holds anything but a directory: a symlink there would take inputs elsewhere, and
+    bring files from elsewhere back as inputs; it is never followed."""
+    hand = inbox / IN_HAND_DIR
+    try:
+        st = os.lstat(hand)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ForeignInHand(f"{IN_HAND_DIR} in the inbox is not logwatchd's directory "
+                            f"({_kind(st.st_mode)}): set aside, never followed")
+    return hand
+
+
+def _kind(mode: int) -> str:
+    return ("a symlink" if stat.S_ISLNK(mode) else "a regular file" if stat.S_ISREG(mode)
+            else "a special file")
+
+
 def _move_in_hand(path: Path) -> Path:
-    hand = path.parent / IN_HAND_DIR
+    hand = in_hand_dir(path.parent) or path.parent / IN_HAND_DIR
     dst = hand / path.name
     try:
         rename_noreplace(path, dst)
@@ -386,9 +406,11 @@ def _move_in_hand(path: Path) -> Path:
         if not os.path.lexists(path):
             raise
         # The file is there, the directory is not (it exists only while a file is in
-        # hand): made here, durable with the inbox's fsync that follows the move.
+        # hand): made here, durable with the inbox's fsync that follows the move. Only
+        # this process's user may enter it.
         with contextlib.suppress(FileExistsError):
-            os.mkdir(hand)
+            os.mkdir(hand, 0o700)
+        in_hand_dir(path.parent)  # a directory, not something made in its place meanwhile
         rename_noreplace(path, dst)
     except FileExistsError:  # left there by a process that died holding it: back first
         give_back(dst)
@@ -427,8 +449,14 @@ def give_back(taken: Path) -> Path:
 
 
 def give_back_all(inbox: Path) -> int:
-    """Moves every file left in hand (by a process that died) back into the inbox."""
-    hand = inbox / IN_HAND_DIR
+    """Moves every file left in hand (by a process that died) back into the inbox.
+    Something else under the in-hand name is left alone (the first take sets it aside)."""
+    try:
+        hand = in_hand_dir(inbox)
+    except ForeignInHand:
+        return 0
+    if hand is None:
+        return 0
     try:
         names = os.listdir(hand)
     except FileNotFoundError:

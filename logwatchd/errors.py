@@ -68,6 +68,11 @@ class FileBusy(LogwatchdError):
     """A writer holds the file open: it is taken once that writer has closed it."""
 
 
+class ForeignInHand(LogwatchdError):
+    """The inbox's in-hand name is taken by something that is not logwatchd's directory
+    (a symlink, a file): it is never followed nor written through; it is set aside."""
+
+
 class Cancelled(LogwatchdError):
     """Processing was abandoned for shutdown; the file stays in the inbox for next time."""
 

@@ -11,6 +11,7 @@ name meanwhile — to a name that overwrites nothing.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import threading
@@ -21,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from . import logs
 from .config import Config
 from .durable import (
     free_name,
@@ -32,7 +34,7 @@ from .durable import (
     take,
     write_staged,
 )
-from .errors import Cancelled, FileVanished, MalformedFile, RefusedFile
+from .errors import Cancelled, FileVanished, ForeignInHand, MalformedFile, RefusedFile
 from .failpoints import failpoint
 from .layout import (
     IN_HAND_DIR,
@@ -138,7 +140,11 @@ class Pipeline:
         taken = None
         if in_inbox and path.parent.name != IN_HAND_DIR:
             try:
-                taken = path = take(path)
+                try:
+                    taken = path = take(path)
+                except ForeignInHand as exc:
+                    self._set_foreign_aside(path.parent, str(exc))
+                    taken = path = take(path)
             except FileNotFoundError:
                 raise FileVanished(name) from None
         self._committed = False
@@ -306,6 +312,15 @@ class Pipeline:
         sha = sha256_file(path, self.progress) if outcome == "dead_lettered" else None
         commit.moves = self._aside_moves(path, ident, sha, directory, reason, detail, now)
         self._apply(commit, now)
+
+    def _set_foreign_aside(self, inbox: Path, detail: str) -> None:
+        """Whatever holds the in-hand name that is not logwatchd's directory (a symlink
+        planted there, a file) goes to quarantine as it is, refused; ours is made anew."""
+        with contextlib.suppress(FileVanished):
+            self.set_aside(inbox / IN_HAND_DIR, self.config.paths.quarantine, "refused",
+                           "reserved_name", detail)
+            logs.get_logger().warning(logs.FILE_REFUSED, file=IN_HAND_DIR, reason="reserved_name",
+                                      detail=detail)
 
     def dead_letter(self, path: Path, reason: str, detail: str) -> None:
         """Sets a file that kept failing aside in dead-letter (see `errors.classify`)."""

@@ -19,6 +19,7 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+import pytest
 from conftest import Env
 from daemon_harness import DaemonProc, daemon_config, drop
 
@@ -221,3 +222,40 @@ def test_split_grown_only_splits_a_file_that_only_grew(tmp_path: Path) -> None:
     assert first.read_bytes() == b"someone else's\n"
     assert not [p for p in (tmp_path / "inbox").iterdir() if p.name.endswith(".tmp")]
     assert split_grown(tmp_path / "inbox" / "b.jsonl", sha, 1) is None  # not in hand
+
+
+@pytest.mark.parametrize("planted", ["symlink", "file"])
+def test_something_planted_under_the_in_hand_name_is_set_aside_never_followed(env: Env, tmp_path: Path,
+                                                                              planted: str) -> None:
+    """A symlink named like the in-hand directory must not take inputs elsewhere nor bring
+    files from elsewhere in as inputs; a file there must not make every input fail. Either
+    goes to quarantine as it is (refused, `reserved_name`), and the inputs are processed."""
+    daemon_config(env)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    victim = elsewhere / "victim.jsonl"
+    victim.write_bytes(_lines(100, 1))
+    env.inbox.mkdir(parents=True, exist_ok=True)
+    hand = env.inbox / IN_HAND_DIR
+    if planted == "symlink":
+        hand.symlink_to(elsewhere)
+    else:
+        hand.write_bytes(b"not a directory\n")
+    d = DaemonProc(env)
+    try:
+        d.wait_ready()
+        for i in range(3):
+            drop(env, f"s{i}.jsonl", _lines(i, 1))
+        d.wait_event("file_processed", count=3)
+        d.wait_inbox_empty()
+        [refused] = [e for e in d.named("file_refused") if e["reason"] == "reserved_name"]
+        assert planted.replace("file", "regular file") in refused["detail"]
+    finally:
+        assert d.stop() == 0, d.tail()
+    assert victim.read_bytes() == _lines(100, 1) and [p.name for p in elsewhere.iterdir()] == ["victim.jsonl"]
+    assert sorted(_rows_by_i(env)) == [0, 1, 2]
+    kept = env.path("quarantine") / IN_HAND_DIR
+    assert kept.is_symlink() if planted == "symlink" else kept.read_bytes() == b"not a directory\n"
+    reason = json.loads((env.path("quarantine") / f"{IN_HAND_DIR}.reason.json").read_text())
+    assert reason["reason"] == "reserved_name"
+    assert not d.named("file_dead_lettered") and not d.named("internal_error")
