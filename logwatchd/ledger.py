@@ -209,6 +209,11 @@ class Ledger:
         except sqlite3.DatabaseError as exc:
             if conn is not None:
                 conn.close()
+            if _host_trouble(exc):  # the disk, not the ledger: nothing to restore
+                raise LedgerError(f"the ledger {path} cannot be opened now ({exc}): the disk is "
+                                  "full, failing or not writable; the ledger itself is not "
+                                  "known to be damaged. Free space (or fix the disk) and start "
+                                  "again.") from None
             raise LedgerError(f"the ledger {path} is corrupt ({exc}); refusing to start. "
                               "Restore it from a backup or run `logwatchd rebuild-ledger`.") from None
         except LedgerError:
@@ -572,6 +577,17 @@ def _create(path: Path) -> None:
     fsync_file(new)
     os.replace(new, path)
     fsync_dir(path.parent)
+
+
+# SQLite's primary result codes that are the host's trouble (the file system, space,
+# permissions, memory), not a damaged ledger: SQLITE_NOMEM, READONLY, IOERR, FULL,
+# CANTOPEN, PERM (3), BUSY, LOCKED.
+_HOST_CODES = {7, 8, 10, 13, 14, 3, 5, 6}
+
+
+def _host_trouble(exc: sqlite3.DatabaseError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in _HOST_CODES
 
 
 def _verify(conn: sqlite3.Connection, path: Path) -> None:

@@ -13,7 +13,7 @@ from datetime import UTC
 from pathlib import Path
 
 import pytest
-from conftest import Env
+from conftest import Env, write
 from daemon_harness import DaemonProc, daemon_config, drop
 from test_daemon import assert_exactly_once, assert_ledger_consistent, records
 
@@ -239,3 +239,27 @@ def test_disk_full_in_a_worker_process_pauses_intake_and_counts_no_attempt(tmpfs
         assert not list(env.root.rglob(".*.tmp"))
     finally:
         assert d.stop() == 0
+
+
+def test_a_full_disk_at_start_up_is_not_called_a_corrupt_ledger(tmpfs_env: Env) -> None:
+    """A healthy ledger on a full disk cannot be opened: start-up fails (exit 1, systemd
+    restarts it) saying the disk is the trouble, not that the ledger must be rebuilt;
+    with space again the same ledger starts and the waiting file is processed."""
+    env = tmpfs_env
+    daemon_config(env)
+    assert env.process(write(env.base / "first.jsonl", records("first", 3)))[0]["status"] == "ok"
+    drop(env, "waiting.jsonl", records("waiting", 4))
+    ballast = fill(env.root / "ballast")
+    proc = env.cli("run", check=False, timeout=60)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "cannot be opened now" in out and "corrupt" not in out and "rebuild" not in out, out
+    ballast.unlink()
+    d = DaemonProc(env)
+    try:
+        d.wait_ready()
+        d.wait_event("file_processed")
+        d.wait_inbox_empty()
+    finally:
+        assert d.stop() == 0, d.tail()
+    assert_exactly_once(env, {"first.jsonl": 3, "waiting.jsonl": 4})
