@@ -505,8 +505,9 @@ class Daemon:
         self.intake.wake()
         if self.watcher is not None:
             self.watcher.stop()
-        if self.worker is not None:
-            # A small file in hand finishes within this grace; a large one is abandoned.
+        if self.worker is not None and self.worker.ident is not None:  # started (a failed
+            # start-up may stop before it is). A small file in hand finishes within this
+            # grace; a large one is abandoned.
             self.worker.join(timeout=min(STOP_GRACE_S, max(0.0, deadline - time.monotonic() - 3.0)))
             if self.worker.is_alive():
                 self.cancel.set()  # abandon the file in hand: staged outputs are dropped

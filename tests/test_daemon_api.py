@@ -203,6 +203,7 @@ def test_a_port_in_use_fails_start_up_before_any_file_is_taken(env: Env) -> None
         d.stop()
     [failed] = d.named("startup_failed")
     assert str(port) in failed["error"]
+    assert "Traceback" not in d.err_path.read_text(), d.err_path.read_text()  # a clean exit 1
     assert (env.inbox / "waiting.jsonl").exists() and not d.named("file_processed")
 
 
