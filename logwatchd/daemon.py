@@ -85,6 +85,7 @@ class Daemon:
         self.intake = Intake(QUEUE_CAPACITY)
         self.heartbeat = time.monotonic()
         self._in_hand: bytes | None = None   # the inbox name the worker is processing
+        self._rewatch_failed = False
         self.paused = False                  # the host cannot take files (disk full)
         self._pause_until = 0.0              # monotonic time of the next probe while paused
         self._pause_backoff = 1.0
@@ -463,6 +464,7 @@ class Daemon:
             if self.reload_flag.is_set():
                 self.reload_flag.clear()
                 self.reload()
+            self._rewatch_inbox()
             now = time.monotonic()
             if now - last_count >= 2.0:
                 last_count = now
@@ -474,6 +476,22 @@ class Daemon:
                     last_ping = now
             elif self.notifier.enabled:
                 self.notifier.send(f"STATUS={self._status()}")
+
+    def _rewatch_inbox(self) -> None:
+        """The inbox deleted or moved away (and maybe made anew): watched again at once."""
+        assert self.watcher is not None
+        try:
+            if self.watcher.rewatch():
+                self.log.warning(logs.INBOX_REWATCHED, inbox=str(self.config.paths.inbox),
+                                 detail="the inbox directory was deleted or moved away: its "
+                                        "path is watched again (made anew if it was gone)")
+        except OSError as exc:  # not there and cannot be made: /healthz keeps saying so
+            if not self._rewatch_failed:
+                self.log.error(logs.INBOX_REWATCHED, inbox=str(self.config.paths.inbox),
+                               error=str(exc), detail="the inbox is gone and cannot be watched")
+            self._rewatch_failed = True
+        else:
+            self._rewatch_failed = False
 
     def _refresh_backlog(self) -> None:
         assert self.watcher is not None

@@ -22,7 +22,7 @@ from pathlib import Path
 from watchdog.observers.inotify_c import CallbackId, InotifyConstants, InotifyEvent, InotifyFD, Mask
 
 from .config import IngestConfig
-from .durable import lease_probe
+from .durable import ensure_dir, lease_probe
 
 
 class Intake:
@@ -186,8 +186,11 @@ class _Callback:
 
     def __init__(self, watcher: InboxWatcher) -> None:
         self.w = watcher
+        self.retired = False  # a watch replaced by `rewatch`: its late events are not news
 
     def on_event(self, event: InotifyEvent) -> None:
+        if self.retired:
+            return
         if event.is_move_self or event.is_delete_self:
             self.w.watch_lost = True  # the watch follows the old directory: /healthz says so
             return
@@ -212,7 +215,8 @@ class _Callback:
             w.forget(path)
 
     def on_watch_deleted(self, wd: int) -> None:
-        self.w.watch_lost = True
+        if not self.retired:
+            self.w.watch_lost = True
 
     def on_queue_overflow(self) -> None:
         self.w.rescan_soon()
@@ -235,6 +239,7 @@ class InboxWatcher:
         self.stale_open_s = max(60.0, 10 * ingest.settle_seconds)
         self._first_seen: dict[Path, float] = {}  # wall time the watcher first saw each file
         self._inotify: InotifyFD | None = None
+        self._callback: _Callback | None = None
         self.watch_lost = False     # the inbox itself was deleted or moved away
         self._stop = threading.Event()
         self._tick: threading.Thread | None = None
@@ -246,14 +251,34 @@ class InboxWatcher:
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         """Starts watching, then scans the backlog (so nothing lands unseen in between)."""
-        inotify = InotifyFD()
-        inotify.daemon = True
-        inotify.add_callback(os.fsencode(self.inbox), Mask(_MASK), _Callback(self), CallbackId(id(self)))
-        inotify.start()
-        self._inotify = inotify
+        self._watch()
         self.rescan()
         self._tick = threading.Thread(target=self._tick_loop, name="inbox-tick", daemon=True)
         self._tick.start()
+
+    def rewatch(self) -> bool:
+        """Watches the inbox again after it was deleted or moved away (made anew if it is
+        gone); what landed meanwhile is found by a rescan. True if it was lost."""
+        inotify = self._inotify
+        if not self.watch_lost and inotify is not None and inotify.is_alive():
+            return False
+        ensure_dir(self.inbox)
+        if self._callback is not None:
+            self._callback.retired = True
+        self.watch_lost = False  # before the new watch: a loss from now on is seen again
+        self._watch()
+        if inotify is not None:
+            inotify.stop()
+        self.rescan()
+        return True
+
+    def _watch(self) -> None:
+        self._callback = _Callback(self)
+        inotify = InotifyFD()
+        inotify.daemon = True
+        inotify.add_callback(os.fsencode(self.inbox), Mask(_MASK), self._callback, CallbackId(id(self)))
+        inotify.start()
+        self._inotify = inotify
 
     def stop(self) -> None:
         self._stop.set()

@@ -20,6 +20,7 @@ FILE_DEAD_LETTERED = "file_dead_lettered"
 FILE_REFUSED = "file_refused"
 FILE_VANISHED = "file_vanished"
 FILE_GREW = "file_grew"               # written to after it was taken: its new bytes are a new input
+INBOX_REWATCHED = "inbox_rewatched"   # the inbox was deleted or moved away: watched again
 INTAKE_PAUSED = "intake_paused"
 INTAKE_RESUMED = "intake_resumed"
 COMPACTION_DONE = "compaction_done"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -394,3 +395,26 @@ def test_a_new_file_renamed_over_the_one_in_hand_is_taken_promptly(env: Env) -> 
     rows = env.clean_rows()
     users = {r["user_id"].split("-")[0] for r in rows}
     assert users == {"first", "second"} and len(rows) == 300_003
+
+
+@pytest.mark.parametrize("made_anew", [True, False], ids=["recreated", "gone"])
+def test_an_inbox_deleted_while_running_is_watched_again(env: Env, made_anew: bool) -> None:
+    """`rm -rf inbox` (then `mkdir inbox`, or not) under the running daemon: the path is
+    watched again within a second or two (made anew if it stays gone), with a warning;
+    files dropped after it are taken on their events, not at the next rescan."""
+    daemon_config(env, ingest={"rescan_seconds": 300.0})
+    d = DaemonProc(env)
+    try:
+        d.wait_ready()
+        drop(env, "before.jsonl", records("before", 2))
+        d.wait_event("file_processed")
+        d.wait_inbox_empty()
+        shutil.rmtree(env.inbox)
+        if made_anew:
+            env.inbox.mkdir()
+        d.wait_event("inbox_rewatched", timeout=10)
+        drop(env, "after.jsonl", records("after", 3))
+        d.wait_event("file_processed", count=2, timeout=10)
+    finally:
+        assert d.stop() == 0, d.tail()
+    assert_exactly_once(env, {"before.jsonl": 2, "after.jsonl": 3})
