@@ -149,6 +149,8 @@ def classify(exc: BaseException, subject: os.PathLike[str] | str | None = None) 
         return Disposition.CANCELLED
     if isinstance(exc, TransientIOError):
         return Disposition.RETRY
+    if isinstance(exc, ForeignInHand):  # planted again as fast as it is set aside: the
+        return Disposition.PAUSE        # inbox cannot take any file now, no file's fault
     if isinstance(exc, MemoryError):  # also pyarrow's ArrowMemoryError
         return Disposition.RETRY
     if isinstance(exc, sqlite3.Error):

@@ -140,11 +140,14 @@ class Pipeline:
         taken = None
         if in_inbox and path.parent.name != IN_HAND_DIR:
             try:
-                try:
-                    taken = path = take(path)
-                except ForeignInHand as exc:
-                    self._set_foreign_aside(path.parent, str(exc))
-                    taken = path = take(path)
+                for tries_left in range(FOREIGN_SET_ASIDE_TRIES, -1, -1):
+                    try:
+                        taken = path = take(path)
+                        break
+                    except ForeignInHand as exc:
+                        if not tries_left:
+                            raise  # planted again each time: intake pauses (errors.classify)
+                        self._set_foreign_aside(path.parent, str(exc))
             except FileNotFoundError:
                 raise FileVanished(name) from None
         self._committed = False
@@ -326,6 +329,10 @@ class Pipeline:
         """Sets a file that kept failing aside in dead-letter (see `errors.classify`)."""
         self.set_aside(path, self.config.paths.dead_letter, "dead_lettered", reason, detail)
 
+
+# Something planted under the in-hand name is set aside this many times for one file;
+# planted again still, the file waits and intake pauses (it is not the file's failure).
+FOREIGN_SET_ASIDE_TRIES = 3
 
 # Fault injection for tests of the failure paths: every file whose name matches this glob
 # fails as a bug would (RuntimeError). Unset in production.

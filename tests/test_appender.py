@@ -9,12 +9,14 @@ whether a writer is active, which the kernel signals with SIGIO: that ended the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from contextlib import closing
 from pathlib import Path
@@ -259,3 +261,42 @@ def test_something_planted_under_the_in_hand_name_is_set_aside_never_followed(en
     reason = json.loads((env.path("quarantine") / f"{IN_HAND_DIR}.reason.json").read_text())
     assert reason["reason"] == "reserved_name"
     assert not d.named("file_dead_lettered") and not d.named("internal_error")
+
+
+def test_an_in_hand_name_planted_again_and_again_never_fails_the_inputs(env: Env, tmp_path: Path) -> None:
+    """Re-planted as fast as it is set aside, the symlink is no file's failure: the inputs
+    wait (intake pauses) rather than count attempts and go to dead-letter; once the planting
+    stops, every one is processed once."""
+    daemon_config(env, ingest={"max_attempts": 2})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    hand = env.inbox / IN_HAND_DIR
+    d = DaemonProc(env)
+    stop = threading.Event()
+
+    def plant() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(FileExistsError, FileNotFoundError):
+                hand.symlink_to(elsewhere)
+
+    planter = threading.Thread(target=plant, daemon=True)
+    try:
+        d.wait_ready()
+        planter.start()
+        for i in range(30):
+            drop(env, f"p{i}.jsonl", _lines(i, 1))
+        time.sleep(3)
+        stop.set()
+        planter.join()
+        with contextlib.suppress(FileNotFoundError):
+            if hand.is_symlink():
+                hand.unlink()
+        d.wait_event("file_processed", count=30, timeout=90)
+        d.wait_inbox_empty()
+    finally:
+        stop.set()
+        assert d.stop() == 0, d.tail()
+    assert sorted(_rows_by_i(env)) == list(range(30))
+    assert not d.named("file_dead_lettered")
+    assert not [e for e in d.named("file_retry") if e.get("disposition") == "bug"]
+    assert not list(elsewhere.iterdir())
