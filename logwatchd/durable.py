@@ -334,7 +334,8 @@ def split_grown(path: Path, sha: str, size: int, progress: Callable[[], None] | 
         return None
     inbox = path.parent.parent
     with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode) or os.fstat(fd).st_size <= size:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size <= size:
             return None
         h, left = hashlib.sha256(), size
         while left and (block := fh.read(min(left, 1 << 20))):

@@ -115,6 +115,7 @@ SQLITE_DISPOSITION: dict[int, Disposition] = {
     10: Disposition.PAUSE,   # SQLITE_IOERR
     8: Disposition.PAUSE,    # SQLITE_READONLY
     14: Disposition.PAUSE,   # SQLITE_CANTOPEN
+    3: Disposition.PAUSE,    # SQLITE_PERM
     5: Disposition.RETRY,    # SQLITE_BUSY
     6: Disposition.RETRY,    # SQLITE_LOCKED
     7: Disposition.RETRY,    # SQLITE_NOMEM

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .durable import fsync_dir, fsync_file, keep, move, sha256_file, split_grown, sync_dirs
-from .errors import LedgerError, LogwatchdError
+from .errors import LedgerError, LogwatchdError, is_transient
 from .failpoints import failpoint
 from .layout import stem_globs
 
@@ -209,7 +209,7 @@ class Ledger:
         except sqlite3.DatabaseError as exc:
             if conn is not None:
                 conn.close()
-            if _host_trouble(exc):  # the disk, not the ledger: nothing to restore
+            if is_transient(exc):  # the disk, not the ledger: nothing to restore
                 raise LedgerError(f"the ledger {path} cannot be opened now ({exc}): the disk is "
                                   "full, failing or not writable; the ledger itself is not "
                                   "known to be damaged. Free space (or fix the disk) and start "
@@ -577,17 +577,6 @@ def _create(path: Path) -> None:
     fsync_file(new)
     os.replace(new, path)
     fsync_dir(path.parent)
-
-
-# SQLite's primary result codes that are the host's trouble (the file system, space,
-# permissions, memory), not a damaged ledger: SQLITE_NOMEM, READONLY, IOERR, FULL,
-# CANTOPEN, PERM (3), BUSY, LOCKED.
-_HOST_CODES = {7, 8, 10, 13, 14, 3, 5, 6}
-
-
-def _host_trouble(exc: sqlite3.DatabaseError) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code is not None and (code & 0xFF) in _HOST_CODES
 
 
 def _verify(conn: sqlite3.Connection, path: Path) -> None:

@@ -498,7 +498,9 @@ def _array_chunks(stream: _Decoded, head: bytes, chunk_bytes: int, max_line: int
                 in_string = False
                 continue
         else:
-            flat = _FLAT_OBJECT.match(buf, pos) if pos == elem_start and skipped < 0 else None
+            # (With the C module, flat objects were taken above: what is left is not one.)
+            flat = (_FLAT_OBJECT.match(buf, pos) if _scan is None and pos == elem_start and skipped < 0
+                    else None)
             if flat is not None:  # a whole element and what ends it
                 pos = flat.end()
                 end = pos - 1
