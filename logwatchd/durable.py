@@ -16,6 +16,7 @@ import shutil
 import stat
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
@@ -48,7 +49,7 @@ def sha256_file(path: Path, progress: Callable[[], None] | None = None) -> str |
         return sha256_stream(fh, progress)
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path | str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -99,7 +100,7 @@ def write_staged(final: Path, data: bytes) -> Path:
     return staged
 
 
-def move(src: Path, dst: Path | None, synced: set[Path]) -> None:
+def move(src: Path, dst: Path | None, synced: set[Path | str]) -> None:
     """Renames src over dst (or deletes src when dst is None); adds the directories to fsync."""
     if dst is None:
         os.unlink(src)
@@ -119,7 +120,7 @@ SYNC_THREADS = 16
 _PARALLEL_FROM = 16
 
 
-def sync_dirs(dirs: set[Path]) -> None:
+def sync_dirs(dirs: AbstractSet[Path | str]) -> None:
     """fsyncs every directory (one gone meanwhile is skipped); many of them in parallel."""
     if len(dirs) < _PARALLEL_FROM:
         for d in dirs:
@@ -134,12 +135,12 @@ def sync_dirs(dirs: set[Path]) -> None:
             pass  # raises the first failure
 
 
-def _sync_dirs_in_turn(dirs: list[Path]) -> None:
+def _sync_dirs_in_turn(dirs: list[Path | str]) -> None:
     for d in dirs:
         _sync_dir_if_there(d)
 
 
-def _sync_dir_if_there(d: Path) -> None:
+def _sync_dir_if_there(d: Path | str) -> None:
     try:
         fsync_dir(d)
     except FileNotFoundError:
@@ -226,7 +227,7 @@ def rename_noreplace(src: Path, dst: Path) -> None:
     os.unlink(src)
 
 
-def keep(src: Path, dst: Path, synced: set[Path], tag: str | None = None) -> Path:
+def keep(src: Path, dst: Path, synced: set[Path | str], tag: str | None = None) -> Path:
     """Moves src to dst without overwriting anything: when dst was taken meanwhile, to a
     free name beside it. Returns where it went; adds the directories to fsync."""
     ensure_dir(dst.parent)
@@ -443,7 +444,7 @@ def give_back(taken: Path) -> Path:
     """Moves a file in hand back into the inbox (it was not committed): under its own name,
     or a free name beside it when a producer has made a new file of that name meanwhile."""
     inbox = taken.parent.parent
-    synced: set[Path] = set()
+    synced: set[Path | str] = set()
     dst = keep(taken, free_name(inbox, taken.name, None, limit=NAME_MAX), synced)
     sync_dirs(synced)
     return dst

@@ -26,7 +26,16 @@ from typing import TYPE_CHECKING, Any
 from .errors import Cancelled, MalformedFile, TransientIOError
 from .layout import clean_path, parquet_schema, part_stem
 from .procs import context, die_with_parent, ignore_stop_signals
-from .reader import Chunk, Elements, Lines, LongLine, is_span, own_span_fd, read_span
+from .reader import (
+    Chunk,
+    Elements,
+    Lines,
+    LongLine,
+    count_newlines,
+    is_span,
+    own_span_fd,
+    read_span,
+)
 from .records import ChunkResult, CountTables, RecordBatcher, RecordError
 from .storage import LocalDir, as_store
 from .writers import (
@@ -120,7 +129,7 @@ class ChunkSink:
                 end = data.find(b"\n", pos + SLICE_BYTES) + 1 or len(data)
             piece = data if pos == 0 and end == len(data) else data[pos:end]
             batch, res = self.batcher.parse_lines(piece, first, chunk.strip_bom and pos == 0)
-            first += piece.count(b"\n")
+            first += count_newlines(piece)
             pos = end
             total.merge(res)
             if batch is not None:
@@ -495,7 +504,7 @@ class PoolRunner:
         except BaseException:
             store = as_store(spec.clean)
             for p in done:  # the parts of the workers that did finish
-                store.remove(clean_path(p.date, p.final.name))
+                store.remove(clean_path(p.date, p.name))
             raise
         finally:
             for spill in spills.values():

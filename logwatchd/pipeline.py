@@ -38,6 +38,7 @@ from .errors import Cancelled, FileVanished, ForeignInHand, MalformedFile, Refus
 from .failpoints import failpoint
 from .layout import (
     IN_HAND_DIR,
+    clean_path,
     display_name,
     errors_path,
     is_staging_name,
@@ -236,8 +237,10 @@ class Pipeline:
         done = transform(runner, spec, src, chunks, errors=LocalDir(cfg.paths.errors),
                          errors_relative=errors_relative, step=step, watch=watch,
                          changed=lambda: os.fstat(fh.fileno()).st_size != st.st_size)
-        outputs = [Output(Path(p.final), staged_name(Path(p.final)), "clean", p.date, p.rows, p.bytes)
-                   for p in done.parts]
+        outputs = []
+        for p in done.parts:
+            final = cfg.paths.clean / clean_path(p.date, p.name)
+            outputs.append(Output(final, staged_name(final), "clean", p.date, p.rows, p.bytes))
         if done.errors is not None:
             final = cfg.paths.errors / errors_relative
             outputs.append(Output(final, staged_name(final), "errors", day, done.errors.lines,

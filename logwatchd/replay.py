@@ -104,7 +104,7 @@ def _replay_one(config: Config, ledger: Ledger, directory: Path, source: str, na
     sha = sha256_file(entry)
     if sha is not None:
         ledger.forget(sha)  # first: a crash after this leaves the file where it was
-    synced: set[Path] = {directory, config.paths.inbox}
+    synced: set[Path | str] = {directory, config.paths.inbox}
     sidecar = directory / (name + REASON_SUFFIX)
     # Back under the name it was dropped with (kept under a tagged or shortened one when that
     # was taken or too long), never over a producer's file: a taken name gets a tag.

@@ -80,7 +80,7 @@ def transform(runner: Runner, spec: JobSpec, src: HashingReader, chunks: Iterabl
     except BaseException:
         results.close()  # the runner drops the parts it has not handed over
         for part in out.parts:
-            spec.clean.remove(clean_path(part.date, part.final.name))
+            spec.clean.remove(clean_path(part.date, part.name))
         if out.errors is not None:
             out.errors.abort()
         raise

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import functools
 import os
+import posixpath
 import re
 import sys
 from array import array
@@ -18,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Container, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import chain
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .durable import SYNC_THREADS
@@ -72,7 +73,7 @@ class WrittenPart(NamedTuple):
     """One closed Parquet part: durable, not yet published on a local store."""
 
     date: str
-    final: PurePath   # a Path under a local store; the key relative to an S3 prefix
+    name: str         # its file name in the date's partition (text: handed between processes)
     rows: int
     bytes: int
 
@@ -662,7 +663,7 @@ class PartitionedParquet:
         for future, parts in self._closing:
             if block or future.done():
                 for (day, rel), size in zip(parts, future.result(), strict=True):
-                    self._closed.append(WrittenPart(day, self.store.final(rel), self._rows[rel], size))
+                    self._closed.append(WrittenPart(day, posixpath.basename(rel), self._rows[rel], size))
             else:
                 pending.append((future, parts))
         self._closing = pending

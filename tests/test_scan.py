@@ -338,3 +338,22 @@ def test_flat_objects_cuts_as_the_regex_does_at_every_prefix() -> None:
             for pos in (0, rnd.randint(0, cut)):
                 assert _scan.flat_objects(buf, pos, *limits) == _flat_reference(bytes(buf), pos, *limits), \
                     (data[:cut], pos, limits)
+
+
+def test_count_newlines_counts_as_bytes_count_does() -> None:
+    """Eight bytes at a time in C, summed every 255 words: every length, alignment and
+    slice bound, bytes next to b"\\n" in value (0x0a ^ 0x80, 0x0b, 0x09), and runs of
+    nothing but newlines long enough to fill the byte-wide counters."""
+    from logwatchd import _scan
+
+    rnd = random.Random(12)
+    alphabet = b"\n\n\x0b\x09\x8a\x00\xffa{"
+    for _ in range(3000):
+        data = bytes(rnd.choice(alphabet) for _ in range(rnd.randint(0, 300)))
+        for start, end in ((0, len(data)), (rnd.randint(-320, 320), rnd.randint(-320, 320))):
+            assert _scan.count_newlines(data, start, end) == data.count(b"\n", start, end), \
+                (data, start, end)
+    for n in (2039, 2040, 2041, 4080, 8 * 255 * 3 + 5):
+        for data in (b"\n" * n, b"\n" * n + b"x", b"x" + b"\n" * n, (b"\n\x8a" * n)[:n]):
+            for start in range(9):
+                assert _scan.count_newlines(data, start, len(data)) == data.count(b"\n", start), (n, start)

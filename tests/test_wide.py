@@ -166,11 +166,12 @@ def _day_table(schema: pa.Schema, day: str, first: int, rows: int = 40) -> pa.Ta
         "date": [day] * rows}, schema=schema.append(pa.field("date", pa.string())))
 
 
-def _staged_rows(parts: list) -> dict[str, list[int]]:
-    """source_line per date of closed parts, read from their staged files (sizes and counts checked)."""
+def _staged_rows(root: Path, parts: list) -> dict[str, list[int]]:
+    """source_line per date of closed parts, read from their staged files under `root`
+    (sizes and counts checked)."""
     got: dict[str, list[int]] = {}
-    for day, final, n, size in parts:
-        staged = final.with_name(f".{final.name}.tmp")
+    for day, name, n, size in parts:
+        staged = root / f"date={day}" / f".{name}.tmp"
         assert staged.stat().st_size == size and pq.ParquetFile(staged).metadata.num_rows == n
         got.setdefault(day, []).extend(pq.read_table(staged)["source_line"].to_pylist())
     return got
@@ -200,8 +201,8 @@ def test_writer_sets_quiet_dates_aside_and_writes_each_once(tmp_path: Path, monk
     assert w._spill is not None and w._spill._compressed == (plain_bytes == 0)
     assert sum(w.rows.values()) == 3 * 5 * 40
     parts = w.close()
-    assert sorted(p.date for p in parts) == days and {p.final.name for p in parts} == {"stem-0.parquet"}
-    got = _staged_rows(parts)
+    assert sorted(p.date for p in parts) == days and {p.name for p in parts} == {"stem-0.parquet"}
+    got = _staged_rows(tmp_path / "clean", parts)
     for i, day in enumerate(days):
         assert got[day] == [1000 * r + 100 * i + k for r in range(3) for k in range(40)]
     assert not list((tmp_path / "clean").glob(".*.spill.tmp"))
@@ -222,9 +223,9 @@ def test_writer_busy_dates_bounded_open_files(tmp_path: Path, monkeypatch: pytes
     w = PartitionedParquet(tmp_path / "clean", "stem-0", schema, buffer_bytes=1, max_open=2)
     _three_rounds(w, schema, days)
     parts = w.close()
-    names = {p.final.name for p in parts}
+    names = {p.name for p in parts}
     assert "stem-0.parquet" in names and "stem-0-1.parquet" in names
-    got = _staged_rows(parts)
+    got = _staged_rows(tmp_path / "clean", parts)
     for i, day in enumerate(days):
         assert sorted(got[day]) == [1000 * r + 100 * i + k for r in range(3) for k in range(40)]
 
@@ -246,7 +247,7 @@ def test_workers_share_dates_out_one_part_per_date(tmp_path: Path) -> None:
     parts = a.close(mine_a, [spill_b]) + b.close(set(days) - mine_a, [spill_a])
     assert Path(spill_a.path).exists() and Path(spill_b.path).exists()  # the caller removes them
     assert sorted(p.date for p in parts) == days
-    got = _staged_rows(parts)
+    got = _staged_rows(tmp_path / "clean", parts)
     for k, d in enumerate(days):
         assert sorted(got[d]) == sorted([10_000 + 100 * k + i for i in range(30)] +
                                         [20_000 + 100 * k + i for i in range(30)])
@@ -268,7 +269,7 @@ def test_parts_synced_in_batches_a_failed_sync_closes_the_rest(tmp_path: Path,
         w.write_chunk(_day_table(schema, d, 100 * k, rows=5))
     parts = w.close()
     assert sorted(p.date for p in parts) == days
-    got = _staged_rows(parts)
+    got = _staged_rows(tmp_path / "clean", parts)
     assert all(got[d] == [100 * k + i for i in range(5)] for k, d in enumerate(days))
 
     closed: list[str] = []
@@ -320,7 +321,7 @@ def test_small_dates_read_back_in_ranges_around_a_busy_date(tmp_path: Path, monk
     mine_b = {days[2], days[3], days[11]}  # inside a's ranges
     parts = a.close(set(days) - mine_b, [spill_b]) + b.close(mine_b, [spill_a])
     assert sorted(p.date for p in parts) == days
-    got = _staged_rows(parts)
+    got = _staged_rows(tmp_path / "clean", parts)
     for k, d in enumerate(days):
         rows = 60 if d == busy else 10
         want_a = [10_000 + 1000 * k + 100 * rnd + i for rnd in range(3) for i in range(rows)]

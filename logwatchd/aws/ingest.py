@@ -314,7 +314,7 @@ class Ingest:
             done = transform(LocalRunner(), spec, src, chunks, errors=self.errors,
                              errors_relative=errors_path(day, sha))
         res = done.result
-        files = [CatalogFile(p.date, clean_path(p.date, p.final.name), p.rows, p.bytes, sha)
+        files = [CatalogFile(p.date, clean_path(p.date, p.name), p.rows, p.bytes, sha)
                  for p in done.parts]
         out = Outcome(ref.key, "ok", res.processed, res.valid, res.errors, sha256=sha,
                       bytes=version.size)
