@@ -84,8 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="lines of each throughput (and first memory) file (default 1,000,000)")
     ap.add_argument("--big-lines", type=int, default=_env_int("BENCH_BIG_LINES", 5_000_000),
                     help="lines of the large memory file of every workload; 0 skips them (default 5,000,000)")
-    ap.add_argument("--runs", type=int, default=_env_int("BENCH_RUNS", 3),
-                    help="alternating runs of each side per workload; medians are reported (default 3)")
+    ap.add_argument("--runs", type=int, default=_env_int("BENCH_RUNS", 5),
+                    help="alternating runs of each side per workload; medians are reported (default 5)")
     ap.add_argument("--timeout", type=float, default=900.0,
                     help="seconds one run of either side may take before it counts as failed (default 900)")
     ap.add_argument("--latency-files", type=int, default=_env_int("BENCH_LATENCY_FILES", 300),
