@@ -138,7 +138,7 @@ def test_workers_that_cannot_reopen_the_input_get_its_bytes(tmp_path: Path) -> N
     assert not pool.spans_ok
     assert sum(r.valid for r in results[:-1]) == 3000
     parts = results[-1]
-    assert sum(rows for _day, _final, rows, _size in parts) == 3000
+    assert sum(rows for _day, _name, rows, _size in parts) == 3000
 
 
 def test_prestarted_pool_is_the_one_that_runs(tmp_path: Path) -> None:

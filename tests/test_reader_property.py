@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from logwatchd.durable import staged_name
 from logwatchd.errors import MalformedFile
+from logwatchd.layout import clean_path
 from logwatchd.parallel import JobSpec, LocalRunner, PoolRunner
 from logwatchd.reader import HashingReader, iter_chunks, open_input
 
@@ -271,8 +272,8 @@ def run_inprocess(f: dict[str, Any], tmp: Path, runner: Any) -> tuple[str, dict[
             assert e["source_line"] not in verdicts, e
             verdicts[e["source_line"]] = ("error", (e["reason"], e.get("field")))
             raws[e["source_line"]] = e["raw"]
-    for _day, final, _rows, _size in results[-1]:
-        staged = staged_name(final)
+    for day, name, _rows, _size in results[-1]:
+        staged = staged_name(clean / clean_path(day, name))
         for row in pq.read_table(staged).to_pylist():
             assert row["source_line"] not in verdicts, row
             verdicts[row["source_line"]] = ("row", (row["user_id"], row["action"], row["ts"]))
