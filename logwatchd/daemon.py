@@ -32,7 +32,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import logs
 from .config import Config, load_config
-from .errors import ConfigError, Disposition, FileBusy, LedgerError, classify
+from .errors import ConfigError, Disposition, FileBusy, LedgerError, PublishPending, classify
 from .inbox import InboxWatcher, Intake, writer_active
 from .layout import display_name
 from .ledger import AttemptState, inode_of
@@ -92,6 +92,8 @@ class Daemon:
         self._backoff: dict[Path, float] = {}  # each failing file's own next backoff
         self._failing: dict[Path, float] = {}  # failing files -> Unix time of first failure
         self._failing_lock = threading.Lock()
+        # Files whose outcome is committed but whose moves failed: reported once they are done.
+        self._unpublished: dict[Path, FileOutcome] = {}
         self.window = ErrorRatioWindow(config.metrics.alert_window_seconds,
                                        config.metrics.alert_error_ratio)
         self._window_lock = threading.Lock()
@@ -189,6 +191,12 @@ class Daemon:
         assert self.pipeline is not None and self.rt is not None and self.watcher is not None
         ledger = self.rt.ledger
         key = os.fsencode(path.name)
+        if path in self._unpublished:  # committed, its moves failed: they come first
+            try:
+                self.pipeline.finish_pending()
+            except Exception as exc:  # noqa: BLE001 - still the host's trouble
+                return self._failed(path, key, display_name(path.name), exc, Disposition.PAUSE)
+            self._done(path, self._unpublished.pop(path))
         ident = inode_of(path)
         if ident is None:
             try:  # gone: taken by an outcome committed whose move failed, say
@@ -220,6 +228,8 @@ class Daemon:
             return None
         except Exception as exc:  # noqa: BLE001 - every failure is classified, in errors.py
             disposition = classify(exc, path)
+            if isinstance(exc, PublishPending) and isinstance(exc.outcome, FileOutcome):
+                self._unpublished[path] = exc.outcome
             if self.cancel.is_set():  # shutdown abandoned it: whatever broke, not an attempt
                 disposition = Disposition.CANCELLED
             if disposition is Disposition.VANISHED and not os.path.lexists(path):

@@ -121,18 +121,37 @@ _PARALLEL_FROM = 16
 
 
 def sync_dirs(dirs: AbstractSet[Path | str]) -> None:
-    """fsyncs every directory (one gone meanwhile is skipped); many of them in parallel."""
-    if len(dirs) < _PARALLEL_FROM:
+    """fsyncs every directory (one gone meanwhile is skipped); many of them in parallel,
+    as many as the descriptors left allow."""
+    threads = min(SYNC_THREADS, _spare_descriptors() // 2) if len(dirs) >= _PARALLEL_FROM else 1
+    if threads <= 1:
         for d in dirs:
             _sync_dir_if_there(d)
         return
     # One task per thread, each with its share of the directories: a task per directory
     # would cost more in hand-overs between threads than the fsyncs themselves.
     ordered = list(dirs)
-    shares = [ordered[i::SYNC_THREADS] for i in range(SYNC_THREADS)]
-    with ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="logwatchd-dirsync") as pool:
+    shares = [ordered[i::threads] for i in range(threads)]
+    with ThreadPoolExecutor(threads, thread_name_prefix="logwatchd-dirsync") as pool:
         for _ in pool.map(_sync_dirs_in_turn, shares):
             pass  # raises the first failure
+
+
+def _spare_descriptors() -> int:
+    """Descriptors this process may still open: the soft RLIMIT_NOFILE less those open.
+    Each fsync in flight holds one; under a low `ulimit -n` (a service's LimitNOFILE) the
+    threads would otherwise take the last ones, and a commit fail with EMFILE after it
+    was recorded."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return 2 * SYNC_THREADS
+    try:
+        used = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 2 * SYNC_THREADS if soft >= 1024 else 0  # no /proc: parallel only with room to spare
+    return soft - used
 
 
 def _sync_dirs_in_turn(dirs: list[Path | str]) -> None:
@@ -141,10 +160,21 @@ def _sync_dirs_in_turn(dirs: list[Path | str]) -> None:
 
 
 def _sync_dir_if_there(d: Path | str) -> None:
-    try:
-        fsync_dir(d)
-    except FileNotFoundError:
-        pass
+    for wait in _EMFILE_WAITS:
+        try:
+            fsync_dir(d)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            # Out of descriptors: another thread of this process (an fsync, a reader) gives
+            # its own back within moments; only a limit that stays exhausted fails.
+            if exc.errno != errno.EMFILE or wait is None:
+                raise
+            time.sleep(wait)
+
+
+_EMFILE_WAITS = (0.005, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, None)
 
 
 # --- names in the folders where nothing is ever overwritten ------------------------------

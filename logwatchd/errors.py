@@ -8,7 +8,8 @@
     ├── RefusedFile       symlink, FIFO, device, hard link   → quarantine the entry itself
     ├── FileVanished      removed before it could be read    → nothing to do, logged
     ├── Cancelled         shutdown while a file was in hand  → staged work dropped, file stays
-    └── TransientIOError  file still changing                → the file waits, retried later
+    ├── TransientIOError  file still changing                → the file waits, retried later
+    └── PublishPending    committed, its moves failed        → intake pauses until they are done
 
 Low-level errors (OSError by errno, sqlite3 by result code, pyarrow by message) are
 translated at one boundary, `classify`, into a `Disposition`: quarantine, refuse, vanished,
@@ -79,6 +80,18 @@ class Cancelled(LogwatchdError):
 
 class TransientIOError(LogwatchdError):
     """An I/O condition expected to clear by itself; the file stays in the inbox."""
+
+
+class PublishPending(LogwatchdError):
+    """A file's outcome is committed, but moving its files into place failed (a rename or
+    a directory's fsync). The host's trouble, never the file's: the journal is finished
+    before any other file is taken, at the next attempt or start-up. `outcome` is what
+    was committed, reported once the moves are done."""
+
+    def __init__(self, cause: BaseException, outcome: object) -> None:
+        super().__init__(f"its outcome is committed, but moving its files into place failed "
+                         f"({cause}); they are moved before any other file is taken")
+        self.outcome = outcome
 
 
 class Disposition(enum.Enum):
@@ -152,6 +165,8 @@ def classify(exc: BaseException, subject: os.PathLike[str] | str | None = None) 
         return Disposition.RETRY
     if isinstance(exc, ForeignInHand):  # planted again as fast as it is set aside: the
         return Disposition.PAUSE        # inbox cannot take any file now, no file's fault
+    if isinstance(exc, PublishPending):  # nothing else is taken until its journal is done
+        return Disposition.PAUSE
     if isinstance(exc, MemoryError):  # also pyarrow's ArrowMemoryError
         return Disposition.RETRY
     if isinstance(exc, sqlite3.Error):

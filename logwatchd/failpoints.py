@@ -2,7 +2,8 @@
 
 Off unless `LOGWATCHD_FAILPOINTS` names them when the process starts: a comma-separated
 list of `NAME` or `NAME=ACTION`, ACTION being `kill` (SIGKILL this process, the default),
-`raise` (a RuntimeError, as a bug would) or `sleep` (0.05 s, each time: slows the step
+`raise` (a RuntimeError, as a bug would; `raise:N` only the first N times, as a fault of
+the host that clears) or `sleep` (0.05 s, each time: slows the step
 down, so that a test can stop the process in the middle of it; `sleep:SECONDS` for
 another time). `NAME` may end with `*`.
 Unset, a failpoint costs one dictionary lookup.
@@ -43,6 +44,7 @@ def _parse(spec: str) -> dict[str, str]:
 
 
 _POINTS = _parse(os.environ.get(ENV, ""))
+_RAISED: dict[str, int] = {}  # name -> times `raise:N` has raised there
 
 
 def failpoint(name: str) -> None:
@@ -56,6 +58,11 @@ def failpoint(name: str) -> None:
             return
     if action == "raise":
         raise RuntimeError(f"failpoint {name}")
+    if action.startswith("raise:"):
+        if _RAISED.get(name, 0) < int(action[6:]):
+            _RAISED[name] = _RAISED.get(name, 0) + 1
+            raise RuntimeError(f"failpoint {name}")
+        return
     if action == "sleep" or action.startswith("sleep:"):
         time.sleep(float(action[6:]) if action != "sleep" else SLEEP_S)
         return

@@ -34,7 +34,14 @@ from .durable import (
     take,
     write_staged,
 )
-from .errors import Cancelled, FileVanished, ForeignInHand, MalformedFile, RefusedFile
+from .errors import (
+    Cancelled,
+    FileVanished,
+    ForeignInHand,
+    MalformedFile,
+    PublishPending,
+    RefusedFile,
+)
 from .failpoints import failpoint
 from .layout import (
     IN_HAND_DIR,
@@ -179,7 +186,13 @@ class Pipeline:
         # The input is closed before it moves: its close event belongs to the inbox. Its
         # identity vouches for the hash just computed, so archiving needs no third read.
         commit.duration_ms = round((time.monotonic() - started) * 1000, 3)
-        for g in self._apply(commit, now, {path: identity(st)}):
+        try:
+            grown = self._apply(commit, now, {path: identity(st)})
+        except Exception as exc:
+            if self._committed:
+                raise PublishPending(exc, outcome) from exc
+            raise
+        for g in grown:
             outcome.grown_into = display_name(g.tail.name)
         outcome.duration_ms = round((time.monotonic() - started) * 1000, 3)
         return outcome

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import Env
+from daemon_harness import DaemonProc, daemon_config, drop
 
 from logwatchd import writers
 from logwatchd.layout import clean_schema
@@ -118,6 +119,37 @@ def test_ten_years_under_ulimit_64(env: Env, ten_years: Path) -> None:
     assert '"status":"ok"' in proc.stdout.replace(" ", ""), proc.stdout[-2000:]
     assert pq.read_table(env.path("clean"), columns=["source_line"]).num_rows == 300_000
     assert max(files_per_date(env.path("clean")).values()) == 1
+
+
+@pytest.mark.slow
+def test_ten_years_under_ulimit_32(env: Env, ten_years: Path) -> None:
+    """32 descriptors (a service's tight LimitNOFILE): the commit fsyncs its 3,650 partition
+    directories with as many threads as descriptors are left, not 16 regardless; before,
+    it failed with EMFILE after the outcome was recorded, and said `failed`."""
+    configure(env)
+    proc, _peak = run_process(env, ten_years, nofile=32)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert '"status":"ok"' in proc.stdout.replace(" ", ""), proc.stdout[-2000:]
+    assert pq.read_table(env.path("clean"), columns=["source_line"]).num_rows == 300_000
+    assert env.cli("verify").returncode == 0
+
+
+@pytest.mark.slow
+def test_the_daemon_takes_ten_years_under_ulimit_32_too(env: Env, ten_years: Path) -> None:
+    """The daemon (HTTP off) under 32 descriptors: the wide file is processed and logged,
+    not committed and then retried forever with its moves failing (EMFILE)."""
+    daemon_config(env, ingest={"workers": 2, "chunk_bytes": 1 << 20})
+    d = DaemonProc(env, prefix=("prlimit", "--nofile=32:32", "--"))
+    try:
+        d.wait_ready()
+        drop(env, "decade.jsonl", ten_years.read_bytes())
+        [done] = d.wait_event("file_processed", timeout=120)
+        assert done["valid"] == 300_000
+        d.wait_inbox_empty()
+        assert not d.named("file_retry"), d.named("file_retry")[:2]
+    finally:
+        assert d.stop() == 0, d.tail()
+    assert env.cli("verify").returncode == 0
 
 
 @pytest.mark.slow
