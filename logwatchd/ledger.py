@@ -258,8 +258,7 @@ class Ledger:
         return text
 
     def abs(self, stored: str | bytes) -> Path:
-        p = Path(os.fsdecode(stored))
-        return p if p.is_absolute() or self.root is None else self.root / p
+        return Path(self._abs_text(stored))
 
     def _enc(self, path: Path | None) -> bytes | None:
         """A path as bytes for the journal: file names need not be valid UTF-8."""
@@ -440,7 +439,7 @@ class Ledger:
         return True
 
     def _abs_text(self, stored: bytes | str) -> str:
-        """`abs` as text."""
+        """A stored path as absolute text: under the root unless stored absolute."""
         text = os.fsdecode(stored)
         if self._root_prefix is None or os.path.isabs(text):
             return text
